@@ -1,0 +1,19 @@
+//! dirhost: a directory-driven hosting manager for Debian (see README.md and ARCHITECTURE.md).
+//!
+//! The library holds the whole pipeline (model → render → plan → apply) so that the CLI, the
+//! daemon and the tests all drive the same code.
+
+pub mod apply;
+pub mod certs;
+pub mod checksum;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod logwriter;
+pub mod model;
+pub mod net;
+pub mod plan;
+pub mod reconcile;
+pub mod render;
+pub mod safefs;
+pub mod sandbox;

@@ -1,0 +1,636 @@
+//! The typed, validated view of /srv: which domains exist, who owns them, their aliases and
+//! what their `config/` files say.
+//!
+//! Reading follows Sympl's conventions (see ARCHITECTURE.md). Everything is read through
+//! `safefs`, acting as the domain's owner and never following a symlink below /srv, with
+//! bounded sizes. A domain whose files are hostile or malformed is not partly understood: it
+//! lands in [`Model::skipped`] with the reason, and the rest of the pipeline leaves whatever
+//! it had generated for it alone.
+//!
+//! The model never writes and never spawns processes.
+
+pub mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::certs;
+use crate::safefs::{self, Kind, Owner};
+use validate::{Flag, SslProvider};
+
+/// Lowest uid/gid a domain owner may have (Sympl: system users own nothing in /srv).
+pub const MIN_OWNER_ID: u32 = 1000;
+/// `nobody`/`nogroup` on Debian; never a valid owner.
+const NOBODY: u32 = 65534;
+
+/// Everything dirhost knows about /srv at one moment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Model {
+    /// Valid domains by ASCII name.
+    pub domains: BTreeMap<String, Domain>,
+    /// Entries of /srv that were not taken, with why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A /srv entry that dirhost refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The entry's name in /srv (lossy if it is not UTF-8).
+    pub name: String,
+    /// What is wrong, in words a user can act on.
+    pub reason: String,
+}
+
+/// One hosted domain: a real directory /srv/<name> owned by a normal user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Domain {
+    /// ASCII (punycode) name, used in every generated file.
+    pub name: String,
+    /// The directory's own name under /srv (may be Unicode).
+    pub dir_name: String,
+    /// `/srv/<dir_name>`.
+    pub dir: PathBuf,
+    /// Owner of the directory; all reads and writes under it act as this user.
+    pub uid: u32,
+    /// Group of the directory.
+    pub gid: u32,
+    /// Other names served with this domain: symlinked aliases and `www.` forms, sorted.
+    pub aliases: Vec<String>,
+    /// Present when `public/htdocs` is a real directory.
+    pub web: bool,
+    /// Addresses from `config/ip`; empty means every address.
+    pub ips: Vec<IpAddr>,
+    /// `config/ssl-provider`.
+    pub ssl_provider: SslProvider,
+    /// `config/mandatory-ssl` (Sympl) or `config/ssl-only` (Symbiosis).
+    pub mandatory_ssl: bool,
+    /// Send HSTS with mandatory SSL unless `config/no-hsts` or `config/hsts` = false.
+    pub hsts: bool,
+    /// The live certificate set, when one exists and verifies.
+    pub cert: Option<CertSet>,
+    /// Problems that did not stop the domain (e.g. an unusable certificate set).
+    pub warnings: Vec<String>,
+}
+
+impl Domain {
+    /// The owner, for `safefs` calls.
+    pub fn owner(&self) -> Owner {
+        Owner {
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
+    /// The domain followed by its aliases: every name the site answers to.
+    pub fn all_names(&self) -> Vec<String> {
+        std::iter::once(self.name.clone())
+            .chain(self.aliases.iter().cloned())
+            .collect()
+    }
+}
+
+/// A verified certificate set, with its material read once (so what was verified is exactly
+/// what gets installed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertSet {
+    /// Set name (`sets/<name>`), or `legacy` for files directly in `config/`.
+    pub name: String,
+    /// Leaf then chain, PEM.
+    #[serde(skip)]
+    pub chain_pem: String,
+    /// Private key, PEM.
+    #[serde(skip)]
+    pub key_pem: String,
+    /// Facts about the leaf.
+    pub info: certs::CertInfo,
+}
+
+/// Reads /srv as of `now` (unix seconds, for certificate validity).
+pub fn load(srv: &Path, now: i64) -> anyhow::Result<Model> {
+    let entries = list_srv(srv)?;
+    let mut model = Model::default();
+    let mut links: Vec<(String, Stat)> = Vec::new();
+    let mut dirs: Vec<(String, OsString, Stat)> = Vec::new();
+    for name in &entries {
+        let lossy = name.to_string_lossy().into_owned();
+        if lossy.starts_with('.') || lossy == "lost+found" {
+            continue;
+        }
+        let Some(raw) = name.to_str() else {
+            model.skip(&lossy, "the name is not UTF-8".into());
+            continue;
+        };
+        let st = match lstat(srv, raw) {
+            Ok(Some(st)) => st,
+            Ok(None) => continue, // vanished while we looked
+            Err(e) => {
+                model.skip(&lossy, e.to_string());
+                continue;
+            }
+        };
+        match st.kind {
+            Kind::Symlink => links.push((raw.to_string(), st)),
+            Kind::Dir => dirs.push((raw.to_string(), name.clone(), st)),
+            _ => {} // plain files in /srv are not domains; Sympl ignores them too
+        }
+    }
+
+    // Domains first, so aliases can find their targets.
+    let mut by_inode: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    let mut seen_ascii: BTreeSet<String> = BTreeSet::new();
+    let mut pending: Vec<(String, String, Stat)> = Vec::new();
+    for (raw, _, st) in dirs {
+        let ascii = match validate::domain_name(&raw) {
+            Ok(a) => a,
+            Err(e) => {
+                model.skip(&raw, e.to_string());
+                continue;
+            }
+        };
+        if let Err(reason) = owner_ok(st.uid, st.gid) {
+            model.skip(&raw, reason);
+            continue;
+        }
+        if !seen_ascii.insert(ascii.clone()) {
+            model.skip(&raw, format!("another directory in /srv is also {ascii}"));
+            continue;
+        }
+        by_inode.insert((st.dev, st.ino), ascii.clone());
+        pending.push((raw, ascii, st));
+    }
+
+    // Symlinked aliases: /srv/<alias> -> a domain directory.
+    let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (raw, link) in links {
+        match alias_target(srv, &raw, &link, &by_inode, &pending) {
+            Ok(Some((alias, target))) => aliases.entry(target).or_default().push(alias),
+            Ok(None) => {} // dangling or not ours: Sympl ignores these silently
+            Err(reason) => model.skip(&raw, reason),
+        }
+    }
+
+    let existing: BTreeSet<String> = entries
+        .iter()
+        .filter_map(|n| n.to_str().map(str::to_string))
+        .collect();
+    for (raw, ascii, st) in pending {
+        let mut names = aliases.remove(&ascii).unwrap_or_default();
+        names.push(ascii.clone());
+        let all_aliases = with_www(&names, &existing, &ascii);
+        match read_domain(srv, &raw, &ascii, &st, all_aliases, now) {
+            Ok(d) => {
+                model.domains.insert(ascii, d);
+            }
+            Err(reason) => model.skip(&raw, reason),
+        }
+    }
+    Ok(model)
+}
+
+impl Model {
+    fn skip(&mut self, name: &str, reason: String) {
+        tracing::warn!(domain = %name, "skipped: {reason}");
+        self.skipped.push(Skipped {
+            name: name.to_string(),
+            reason,
+        });
+    }
+
+    /// The entry for `name` in `skipped`, if any.
+    pub fn skipped_reason(&self, name: &str) -> Option<&str> {
+        self.skipped
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.reason.as_str())
+    }
+}
+
+type Stat = safefs::Stat;
+
+fn list_srv(srv: &Path) -> anyhow::Result<Vec<OsString>> {
+    use anyhow::Context;
+    let mut out = Vec::new();
+    for entry in
+        std::fs::read_dir(srv).with_context(|| format!("failed to list {}", srv.display()))?
+    {
+        let entry = entry.with_context(|| format!("failed to list {}", srv.display()))?;
+        out.push(entry.file_name());
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn lstat(srv: &Path, rel: &str) -> Result<Option<Stat>, safefs::SafeError> {
+    safefs::stat(srv, Path::new(rel))
+}
+
+/// Sympl's rule: system users (uid or gid below 1000) own nothing that dirhost serves.
+fn owner_ok(uid: u32, gid: u32) -> Result<(), String> {
+    if uid < MIN_OWNER_ID || uid == NOBODY {
+        return Err(format!(
+            "owned by uid {uid}: domains must be owned by a user with uid >= {MIN_OWNER_ID} (chown it to the customer's user)"
+        ));
+    }
+    if gid < MIN_OWNER_ID || gid == NOBODY {
+        return Err(format!(
+            "group is gid {gid}: domains must belong to a group with gid >= {MIN_OWNER_ID}"
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves an alias symlink in /srv. `Ok(None)`: dangling or pointing at something that is
+/// not a domain (ignored, as Sympl does). `Err`: a link we must refuse and report.
+fn alias_target(
+    srv: &Path,
+    raw: &str,
+    link: &Stat,
+    by_inode: &BTreeMap<(u64, u64), String>,
+    domains: &[(String, String, Stat)],
+) -> Result<Option<(String, String)>, String> {
+    let alias = validate::domain_name(raw).map_err(|e| e.to_string())?;
+    // Following the link is safe here: we only stat it, and only compare the inode with the
+    // domains we already know.
+    let Ok(meta) = std::fs::metadata(srv.join(raw)) else {
+        return Ok(None);
+    };
+    use std::os::unix::fs::MetadataExt;
+    let Some(target) = by_inode.get(&(meta.dev(), meta.ino())) else {
+        return Ok(None);
+    };
+    let Some((_, _, tst)) = domains.iter().find(|(_, a, _)| a == target) else {
+        return Ok(None);
+    };
+    // A link made by one customer must not pull another customer's site under a name:
+    // the link must belong to the target's owner (or to root, i.e. the admin).
+    if link.uid != 0 && link.uid != tst.uid {
+        return Err(format!(
+            "alias symlink is owned by uid {} but points at {target}, owned by uid {}: refused",
+            link.uid, tst.uid
+        ));
+    }
+    if alias == *target {
+        return Ok(None);
+    }
+    Ok(Some((alias, target.clone())))
+}
+
+/// Sympl's www. rule: every name not starting with `www.` also answers as `www.<name>`,
+/// unless `/srv/www.<name>` exists in its own right. Returns aliases without `domain`.
+pub fn with_www(names: &[String], srv_entries: &BTreeSet<String>, domain: &str) -> Vec<String> {
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    for n in names {
+        out.insert(n.clone());
+        if !n.starts_with("www.") {
+            let www = format!("www.{n}");
+            let own_dir = srv_entries.contains(&www) && !names.contains(&www);
+            if !own_dir {
+                out.insert(www);
+            }
+        }
+    }
+    out.remove(domain);
+    out.into_iter().collect()
+}
+
+/// Files in `config/` that dirhost reads as flags or values.
+const VALUE_FILES: &[&str] = &[
+    "ip",
+    "ssl-provider",
+    "mandatory-ssl",
+    "ssl-only",
+    "no-hsts",
+    "hsts",
+];
+
+fn read_domain(
+    srv: &Path,
+    raw: &str,
+    ascii: &str,
+    st: &Stat,
+    aliases: Vec<String>,
+    now: i64,
+) -> Result<Domain, String> {
+    let owner = Owner {
+        uid: st.uid,
+        gid: st.gid,
+    };
+    let rel = |p: &str| PathBuf::from(raw).join(p);
+    let config_names: BTreeSet<String> = match safefs::list_dir(srv, &rel("config")) {
+        Ok(Some(names)) => names
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .collect(),
+        Ok(None) => BTreeSet::new(),
+        Err(e) => return Err(format!("config/: {e}")),
+    };
+    let mut values: BTreeMap<&str, Flag> = BTreeMap::new();
+    for name in VALUE_FILES {
+        if !config_names.contains(*name) {
+            continue;
+        }
+        let bytes = safefs::read(
+            srv,
+            &rel(&format!("config/{name}")),
+            owner,
+            safefs::MAX_VALUE_FILE,
+        )
+        .map_err(|e| format!("config/{name}: {e}"))?;
+        let flag = Flag::parse(bytes.as_deref()).map_err(|e| format!("config/{name}: {e}"))?;
+        values.insert(name, flag);
+    }
+    let flag = |n: &str| values.get(n).cloned().unwrap_or(Flag::Unset);
+
+    let mut warnings = Vec::new();
+    let ips = match flag("ip") {
+        Flag::Value(v) => validate::ip_list(&v).map_err(|e| format!("config/ip: {e}"))?,
+        _ => Vec::new(),
+    };
+    let (ssl_provider, warn) = validate::ssl_provider(&flag("ssl-provider"));
+    warnings.extend(warn);
+    let mandatory_ssl = flag("mandatory-ssl").is_on() || flag("ssl-only").is_on();
+    let hsts = !(flag("no-hsts").is_on() || flag("hsts") == Flag::False);
+
+    let web = match safefs::stat(srv, &rel("public/htdocs")) {
+        Ok(Some(s)) if s.kind == Kind::Dir => true,
+        Ok(Some(s)) if s.kind == Kind::Symlink => {
+            warnings.push(
+                "public/htdocs is a symbolic link: not served (make it a real directory)".into(),
+            );
+            false
+        }
+        Ok(_) => false,
+        Err(e) => return Err(format!("public/htdocs: {e}")),
+    };
+
+    let mut domain = Domain {
+        name: ascii.to_string(),
+        dir_name: raw.to_string(),
+        dir: srv.join(raw),
+        uid: st.uid,
+        gid: st.gid,
+        aliases,
+        web,
+        ips,
+        ssl_provider,
+        mandatory_ssl,
+        hsts,
+        cert: None,
+        warnings,
+    };
+    let (cert, cert_warnings) =
+        current_cert_set(srv, raw, owner, &config_names, &domain.all_names(), now);
+    domain.cert = cert;
+    domain.warnings.extend(cert_warnings);
+    for w in &domain.warnings {
+        tracing::warn!(domain = %ascii, "{w}");
+    }
+    Ok(domain)
+}
+
+/// Finds the live certificate set: `config/ssl/current` -> `sets/<N>`; when that is missing
+/// or unusable, the valid set that expires last (Sympl's rollover rule: a broken `current`
+/// never takes a working certificate away); else the legacy files directly in `config/`.
+/// Problems come back as warnings: the site is still served.
+fn current_cert_set(
+    srv: &Path,
+    raw: &str,
+    owner: Owner,
+    config_names: &BTreeSet<String>,
+    names: &[String],
+    now: i64,
+) -> (Option<CertSet>, Vec<String>) {
+    let base = PathBuf::from(raw).join("config");
+    let mut warnings = Vec::new();
+    if config_names.contains("ssl") {
+        let current = match safefs::read_link(srv, &base.join("ssl/current")) {
+            Ok(Some(target)) => match set_from_link(&target) {
+                Some(set) => Some(set),
+                None => {
+                    warnings.push(format!(
+                        "config/ssl/current points at {}: expected sets/<name>",
+                        target.display()
+                    ));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                warnings.push(format!("config/ssl/current: {e}"));
+                None
+            }
+        };
+        if let Some(set) = &current {
+            match read_set(srv, &base, owner, set, names, now) {
+                Ok(c) => return (Some(c), warnings),
+                Err(w) => warnings.push(w),
+            }
+        }
+        let sets: Vec<String> = match safefs::list_dir(srv, &base.join("ssl/sets")) {
+            Ok(Some(v)) => v.into_iter().filter_map(|n| n.into_string().ok()).collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                warnings.push(format!("config/ssl/sets: {e}"));
+                Vec::new()
+            }
+        };
+        let best = sets
+            .iter()
+            .filter(|n| validate::set_name(n) && Some(*n) != current.as_ref())
+            .filter_map(|n| read_set(srv, &base, owner, n, names, now).ok())
+            .max_by_key(|c| c.info.not_after);
+        if let Some(c) = best {
+            if current.is_some() {
+                warnings.push(format!("using certificate set {} instead", c.name));
+            }
+            return (Some(c), warnings);
+        }
+    }
+    match legacy_set(srv, &base, owner, config_names, names, now) {
+        Ok(c) => (c, warnings),
+        Err(w) => {
+            warnings.push(w);
+            (None, warnings)
+        }
+    }
+}
+
+fn read_set(
+    srv: &Path,
+    base: &Path,
+    owner: Owner,
+    set: &str,
+    names: &[String],
+    now: i64,
+) -> Result<CertSet, String> {
+    let dir = base.join("ssl/sets").join(set);
+    let files: BTreeSet<String> = match safefs::list_dir(srv, &dir) {
+        Ok(Some(f)) => f.into_iter().filter_map(|n| n.into_string().ok()).collect(),
+        Ok(None) => return Err(format!("certificate set {set} does not exist")),
+        Err(e) => return Err(format!("certificate set {set}: {e}")),
+    };
+    load_set(srv, &dir, owner, &files, set, names, now)
+}
+
+/// `sets/<N>` or `<anything>/config/ssl/sets/<N>` → `N`, when `N` is a valid set name.
+fn set_from_link(target: &Path) -> Option<String> {
+    let mut comps: Vec<String> = target
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let n = comps.pop()?;
+    let sets = comps.pop()?;
+    (sets == "sets"
+        && validate::set_name(&n)
+        && (comps.is_empty() || comps.ends_with(&["config".into(), "ssl".into()])))
+    .then_some(n)
+}
+
+fn legacy_set(
+    srv: &Path,
+    base: &Path,
+    owner: Owner,
+    config_names: &BTreeSet<String>,
+    names: &[String],
+    now: i64,
+) -> Result<Option<CertSet>, String> {
+    let has_any = ["ssl.crt", "ssl.combined", "ssl.pem", "ssl.cert"]
+        .iter()
+        .any(|f| config_names.contains(*f));
+    if !has_any {
+        return Ok(None);
+    }
+    load_set(srv, base, owner, config_names, "legacy", names, now).map(Some)
+}
+
+/// Reads and verifies a set's files. Certificates come from ssl.crt/ssl.cert/ssl.pem/
+/// ssl.combined then ssl.bundle; the key from ssl.key, else from a combined file.
+fn load_set(
+    srv: &Path,
+    dir: &Path,
+    owner: Owner,
+    files: &BTreeSet<String>,
+    set: &str,
+    names: &[String],
+    now: i64,
+) -> Result<CertSet, String> {
+    let read = |f: &str| -> Result<Option<certs::Pem>, String> {
+        if !files.contains(f) {
+            return Ok(None);
+        }
+        let bytes = safefs::read(srv, &dir.join(f), owner, safefs::MAX_VALUE_FILE)
+            .map_err(|e| format!("certificate set {set}: {e}"))?;
+        match bytes {
+            None => Ok(None),
+            Some(b) => certs::parse_pem(&b)
+                .map(Some)
+                .map_err(|e| format!("certificate set {set}: {f}: {e}")),
+        }
+    };
+    let mut pem = certs::Pem::default();
+    let mut key_from_file = false;
+    if let Some(k) = read("ssl.key")? {
+        pem.keys = k.keys;
+        key_from_file = true;
+    }
+    for f in ["ssl.crt", "ssl.cert", "ssl.pem", "ssl.combined"] {
+        if let Some(p) = read(f)? {
+            if pem.certs.is_empty() {
+                pem.certs = p.certs;
+            }
+            if !key_from_file && pem.keys.is_empty() {
+                pem.keys = p.keys;
+            }
+        }
+    }
+    if let Some(b) = read("ssl.bundle")? {
+        for c in b.certs {
+            if !pem.certs.contains(&c) {
+                pem.certs.push(c);
+            }
+        }
+    }
+    let info = certs::verify_set(&pem, names, now)
+        .map_err(|e| format!("certificate set {set} is not usable: {e}"))?;
+    let key = pem
+        .keys
+        .first()
+        .ok_or_else(|| format!("certificate set {set} has no key"))?;
+    Ok(CertSet {
+        name: set.to_string(),
+        chain_pem: certs::to_pem_certs(&pem.certs),
+        key_pem: certs::to_pem_key(key),
+        info,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+    fn v(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn www_rules_follow_sympl() {
+        // single domain D -> [www.D]
+        assert_eq!(
+            with_www(&v(&["d.com"]), &set(&["d.com"]), "d.com"),
+            v(&["www.d.com"])
+        );
+        // symlink S -> D: [S, www.D, www.S]
+        assert_eq!(
+            with_www(&v(&["s.com", "d.com"]), &set(&["d.com", "s.com"]), "d.com"),
+            v(&["s.com", "www.d.com", "www.s.com"])
+        );
+        // /srv/www.O exists in its own right: O gets no www alias
+        assert_eq!(
+            with_www(&v(&["o.com"]), &set(&["o.com", "www.o.com"]), "o.com"),
+            Vec::<String>::new()
+        );
+        // www.x itself as the domain gets no www.www.
+        assert_eq!(
+            with_www(&v(&["www.x.com"]), &set(&["www.x.com"]), "www.x.com"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn owners() {
+        for (uid, gid, ok) in [
+            (1000, 1000, true),
+            (2001, 2001, true),
+            (0, 0, false),
+            (33, 33, false),
+            (999, 1000, false),
+            (1000, 999, false),
+            (65534, 65534, false),
+        ] {
+            assert_eq!(owner_ok(uid, gid).is_ok(), ok, "{uid}:{gid}");
+        }
+    }
+
+    #[test]
+    fn current_links() {
+        for (link, want) in [
+            ("sets/0", Some("0")),
+            ("sets/12", Some("12")),
+            ("/srv/example.com/config/ssl/sets/3", Some("3")),
+            ("sets/../../../etc", None),
+            ("/etc/ssl/private", None),
+            ("sets/A", None),
+            ("0", None),
+            ("other/sets/1", None),
+        ] {
+            assert_eq!(set_from_link(Path::new(link)).as_deref(), want, "{link}");
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Turns the model into the files the servers should see: a pure function of the model, the
+//! config and the templates.
+//!
+//! Templates live in `templates/{apache,exim,dovecot}` and are compiled into the binary; an
+//! admin replaces one by putting a file with the same relative name under
+//! `[paths] templates`. Templates format; they do not decide: every decision (addresses,
+//! redirects, which certificate) is made here in Rust, on values the model validated.
+//!
+//! A domain whose render fails is reported and left out; the others are unaffected.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::checksum;
+use crate::config::Config;
+use crate::model::{Domain, Model};
+
+/// Which server a file belongs to: decides which config test and reload it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// Apache httpd.
+    Apache,
+}
+
+/// How a file is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    /// A config file an admin may edit: sealed with a checksum line; hand edits are kept.
+    Config,
+    /// dirhost's private copy (e.g. a verified certificate): replaced whenever it differs.
+    Private,
+}
+
+/// One file the servers should see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredFile {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Full contents (sealed, for `FileKind::Config`).
+    pub contents: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Protection rule.
+    pub kind: FileKind,
+    /// The domain it serves, `None` for shared files.
+    pub domain: Option<String>,
+    /// The server that reads it.
+    pub service: Service,
+}
+
+/// A symlink that enables a config (Debian's `a2ensite`/`a2enconf` layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredLink {
+    /// The link, e.g. `/etc/apache2/sites-enabled/example.com.conf`.
+    pub path: PathBuf,
+    /// Its target, e.g. `../sites-available/example.com.conf`.
+    pub target: PathBuf,
+    /// The file it enables.
+    pub enables: PathBuf,
+    /// The domain it serves, `None` for shared files.
+    pub domain: Option<String>,
+    /// The server that reads it.
+    pub service: Service,
+}
+
+/// Everything that should exist after an apply.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    /// Files, in a stable order.
+    pub files: Vec<DesiredFile>,
+    /// Enabling symlinks.
+    pub links: Vec<DesiredLink>,
+    /// Domains that failed to render, with the error: they are left as they are on disk.
+    pub failed: BTreeMap<String, String>,
+}
+
+/// Built-in templates, by the relative name an admin override uses.
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "apache/dirhost.conf.tera",
+        include_str!("../../templates/apache/dirhost.conf.tera"),
+    ),
+    (
+        "apache/site.conf.tera",
+        include_str!("../../templates/apache/site.conf.tera"),
+    ),
+    (
+        "apache/site-body.tera",
+        include_str!("../../templates/apache/site-body.tera"),
+    ),
+];
+
+/// Where dirhost's generated files live, all derived from the config in one place.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// `<apache>/sites-available`.
+    pub sites_available: PathBuf,
+    /// `<apache>/sites-enabled`.
+    pub sites_enabled: PathBuf,
+    /// `<apache>/conf-available`.
+    pub conf_available: PathBuf,
+    /// `<apache>/conf-enabled`.
+    pub conf_enabled: PathBuf,
+    /// `<state>/acme-challenge`: HTTP-01 tokens, served on port 80 for every name.
+    pub acme_dir: PathBuf,
+    /// `<state>/ssl`: verified copies of each domain's live certificate set.
+    pub ssl_dir: PathBuf,
+}
+
+impl Layout {
+    /// Derives every generated path from the config.
+    pub fn new(cfg: &Config) -> Self {
+        let a = &cfg.paths.apache;
+        Self {
+            sites_available: a.join("sites-available"),
+            sites_enabled: a.join("sites-enabled"),
+            conf_available: a.join("conf-available"),
+            conf_enabled: a.join("conf-enabled"),
+            acme_dir: cfg.paths.state.join("acme-challenge"),
+            ssl_dir: cfg.paths.state.join("ssl"),
+        }
+    }
+
+    /// The vhost file of `domain`.
+    pub fn site_file(&self, domain: &str) -> PathBuf {
+        self.sites_available.join(format!("{domain}.conf"))
+    }
+
+    /// The shared snippet.
+    pub fn shared_file(&self) -> PathBuf {
+        self.conf_available.join("dirhost.conf")
+    }
+}
+
+/// Loads the templates: built-ins, then the admin's overrides from `dir` (same names).
+pub fn templates(dir: &Path) -> Result<tera::Tera> {
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![]);
+    let mut sources: Vec<(String, String)> = Vec::new();
+    for (name, builtin) in BUILTIN {
+        let over = dir.join(name);
+        let text = match std::fs::read_to_string(&over) {
+            Ok(t) => {
+                tracing::debug!(template = %name, path = %over.display(), "using admin override");
+                t
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (*builtin).to_string(),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("failed to read template {}", over.display()));
+            }
+        };
+        sources.push(((*name).to_string(), text));
+    }
+    tera.add_raw_templates(sources)
+        .context("failed to compile templates")?;
+    Ok(tera)
+}
+
+/// The command line Apache runs as its piped access-log writer.
+pub fn log_writer_command(cfg: &Config, config_path: &Path) -> String {
+    format!(
+        "{} log-writer --config {}",
+        cfg.commands.dirhost.display(),
+        config_path.display()
+    )
+}
+
+/// Renders every file for `model`. `config_path` is where the running config was read from
+/// (the log writer is told to read the same one).
+pub fn render(
+    model: &Model,
+    cfg: &Config,
+    config_path: &Path,
+    tera: &tera::Tera,
+) -> Result<Desired> {
+    let layout = Layout::new(cfg);
+    for (what, p) in [
+        ("[paths] srv", cfg.paths.srv.as_path()),
+        ("[paths] state", cfg.paths.state.as_path()),
+        ("[paths] templates", cfg.paths.templates.as_path()),
+        ("[commands] dirhost", cfg.commands.dirhost.as_path()),
+        ("--config", config_path),
+    ] {
+        safe_path(p).with_context(|| format!("{what} cannot be used in a generated config"))?;
+    }
+    let mut out = Desired::default();
+
+    let shared = SharedView {
+        srv: cfg.paths.srv.display().to_string(),
+        acme_dir: layout.acme_dir.display().to_string(),
+        override_dir: cfg.paths.templates.display().to_string(),
+        http_port: cfg.ports.http,
+        hostname: cfg.hostname(),
+        log_writer: log_writer_command(cfg, config_path),
+        trusted_proxies: cfg.web.trusted_proxies.clone(),
+        proxy_exceptions: crate::net::complement(&cfg.web.trusted_proxies)?,
+    };
+    let text = tera
+        .render(
+            "apache/dirhost.conf.tera",
+            &tera::Context::from_serialize(&shared)?,
+        )
+        .context("failed to render apache/dirhost.conf.tera")?;
+    let shared_file = layout.shared_file();
+    out.links.push(DesiredLink {
+        path: layout.conf_enabled.join("dirhost.conf"),
+        target: PathBuf::from("../conf-available/dirhost.conf"),
+        enables: shared_file.clone(),
+        domain: None,
+        service: Service::Apache,
+    });
+    out.files.push(DesiredFile {
+        path: shared_file,
+        contents: checksum::seal(&text),
+        mode: 0o644,
+        kind: FileKind::Config,
+        domain: None,
+        service: Service::Apache,
+    });
+
+    for d in model.domains.values().filter(|d| d.web) {
+        match render_site(d, cfg, &layout, tera) {
+            Ok((files, link)) => {
+                out.files.extend(files);
+                out.links.push(link);
+            }
+            Err(e) => {
+                tracing::error!(domain = %d.name, "failed to render: {e:#}");
+                out.failed.insert(d.name.clone(), format!("{e:#}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct SharedView {
+    srv: String,
+    acme_dir: String,
+    override_dir: String,
+    http_port: u16,
+    hostname: String,
+    log_writer: String,
+    trusted_proxies: Vec<String>,
+    proxy_exceptions: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct SiteView {
+    domain: String,
+    aliases: Vec<String>,
+    http_addrs: Vec<String>,
+    https_addrs: Vec<String>,
+    https_port_suffix: String,
+    docroot: String,
+    cgi_bin: String,
+    override_dir: String,
+    mandatory_ssl: bool,
+    hsts: bool,
+    ssl: Option<SslView>,
+}
+
+#[derive(Serialize)]
+struct SslView {
+    set: String,
+    chain: String,
+    key: String,
+}
+
+fn render_site(
+    d: &Domain,
+    cfg: &Config,
+    layout: &Layout,
+    tera: &tera::Tera,
+) -> Result<(Vec<DesiredFile>, DesiredLink)> {
+    safe_path(&d.dir).context("the domain's directory name cannot be used in a config")?;
+    let mut files = Vec::new();
+    let ssl = match &d.cert {
+        Some(set) => {
+            let dir = layout.ssl_dir.join(&d.name);
+            let chain = dir.join("chain.pem");
+            let key = dir.join("key.pem");
+            for (path, contents) in [(&chain, &set.chain_pem), (&key, &set.key_pem)] {
+                files.push(DesiredFile {
+                    path: path.clone(),
+                    contents: contents.clone(),
+                    mode: 0o600,
+                    kind: FileKind::Private,
+                    domain: Some(d.name.clone()),
+                    service: Service::Apache,
+                });
+            }
+            Some(SslView {
+                set: set.name.clone(),
+                chain: chain.display().to_string(),
+                key: key.display().to_string(),
+            })
+        }
+        None => None,
+    };
+    let view = SiteView {
+        domain: d.name.clone(),
+        aliases: d.aliases.clone(),
+        http_addrs: addrs(d, cfg.ports.http),
+        https_addrs: addrs(d, cfg.ports.https),
+        https_port_suffix: if cfg.ports.https == 443 {
+            String::new()
+        } else {
+            format!(":{}", cfg.ports.https)
+        },
+        docroot: d.dir.join("public/htdocs").display().to_string(),
+        cgi_bin: d.dir.join("public/cgi-bin").display().to_string(),
+        override_dir: cfg.paths.templates.display().to_string(),
+        mandatory_ssl: d.mandatory_ssl,
+        hsts: d.hsts,
+        ssl,
+    };
+    let text = tera
+        .render(
+            "apache/site.conf.tera",
+            &tera::Context::from_serialize(&view)?,
+        )
+        .context("failed to render apache/site.conf.tera")?;
+    let path = layout.site_file(&d.name);
+    let link = DesiredLink {
+        path: layout.sites_enabled.join(format!("{}.conf", d.name)),
+        target: PathBuf::from(format!("../sites-available/{}.conf", d.name)),
+        enables: path.clone(),
+        domain: Some(d.name.clone()),
+        service: Service::Apache,
+    };
+    files.push(DesiredFile {
+        path,
+        contents: checksum::seal(&text),
+        mode: 0o644,
+        kind: FileKind::Config,
+        domain: Some(d.name.clone()),
+        service: Service::Apache,
+    });
+    Ok((files, link))
+}
+
+/// `<VirtualHost>` addresses: every address (`*:port`) unless `config/ip` names some.
+pub fn addrs(d: &Domain, port: u16) -> Vec<String> {
+    if d.ips.is_empty() {
+        return vec![format!("*:{port}")];
+    }
+    d.ips
+        .iter()
+        .map(|ip| match ip {
+            std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        })
+        .collect()
+}
+
+/// A path that can stand inside a quoted Apache argument and in a piped-log command line:
+/// absolute, printable, no whitespace, quotes, backslashes or expansion characters.
+pub fn safe_path(p: &Path) -> Result<()> {
+    let s = p
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", p.display()))?;
+    anyhow::ensure!(p.is_absolute(), "{s:?} is not absolute");
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "\"'\\$%`#<>;|&*?{}".contains(*c))
+    {
+        anyhow::bail!("{s:?} contains {c:?}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_paths() {
+        for ok in [
+            "/srv/example.com",
+            "/srv/bücher.de",
+            "/tmp/.tmpAb12/srv/a-b_c.d",
+        ] {
+            assert!(safe_path(Path::new(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "relative",
+            "/srv/a b",
+            "/srv/a\"b",
+            "/srv/a\nb",
+            "/srv/${x}",
+            "/srv/a%b",
+            "/srv/a#b",
+            "/srv/a<b",
+        ] {
+            assert!(safe_path(Path::new(bad)).is_err(), "{bad:?}");
+        }
+    }
+}
