@@ -61,10 +61,12 @@ fn walk(prefix: u128, len: u8, nets: &[(u128, u8)], bits: u8, out: &mut Vec<(u12
     if nets.iter().any(covers) {
         return; // fully trusted
     }
-    if !nets.iter().any(inside) {
+    if !nets.iter().any(inside) && len > 0 {
         out.push((prefix, len)); // nothing trusted in here
         return;
     }
+    // (A whole address family is emitted as its two halves: Apache's address parser
+    // rejects a /0 mask.)
     let bit = 1u128 << (bits - len - 1);
     walk(prefix, len + 1, nets, bits, out);
     walk(prefix | bit, len + 1, nets, bits, out);
@@ -81,21 +83,25 @@ mod tests {
     #[test]
     fn complements() {
         assert!(complement(&[]).unwrap().is_empty());
-        // Trusting all of IPv4 leaves all of IPv6.
-        assert_eq!(complement(&s(&["0.0.0.0/0"])).unwrap(), s(&["::/0"]));
+        // Trusting all of IPv4 leaves all of IPv6 (as two halves: Apache rejects /0).
+        assert_eq!(
+            complement(&s(&["0.0.0.0/0"])).unwrap(),
+            s(&["::/1", "8000::/1"])
+        );
         // Half of IPv4.
         assert_eq!(
             complement(&s(&["128.0.0.0/1"])).unwrap(),
-            s(&["0.0.0.0/1", "::/0"])
+            s(&["0.0.0.0/1", "::/1", "8000::/1"])
         );
         let c = complement(&s(&["192.0.2.7"])).unwrap();
-        assert_eq!(c.len(), 32 + 1, "{c:?}");
+        assert_eq!(c.len(), 32 + 2, "{c:?}");
         assert!(c.contains(&"192.0.2.6/32".to_string()));
         assert!(c.contains(&"0.0.0.0/1".to_string()));
         assert!(!c.iter().any(|x| x == "192.0.2.7/32"));
         let c6 = complement(&s(&["2001:db8::1"])).unwrap();
-        assert_eq!(c6.len(), 1 + 128);
-        assert!(c6.contains(&"0.0.0.0/0".to_string()));
+        assert_eq!(c6.len(), 2 + 128);
+        assert!(c6.contains(&"0.0.0.0/1".to_string()));
+        assert!(c6.iter().all(|c| !c.ends_with("/0")));
         assert!(c6.contains(&"2001:db8::/128".to_string()));
         assert!(complement(&s(&["nonsense"])).is_err());
     }

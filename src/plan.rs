@@ -292,7 +292,11 @@ fn prune(
 
     let mut unlinks = Vec::new();
     let mut removes = Vec::new();
-    for name in list(&layout.sites_available)? {
+    let site_names: Vec<String> = match &opts.only {
+        Some(only) => only.iter().map(|d| format!("{d}.conf")).collect(),
+        None => list(&layout.sites_available)?,
+    };
+    for name in site_names {
         let Some(domain) = name.strip_suffix(".conf") else {
             continue;
         };
@@ -325,7 +329,11 @@ fn prune(
         }
     }
     // Private certificate copies that nothing wants any more (site gone, or no live set).
-    for domain in list(&layout.ssl_dir)? {
+    let ssl_domains: Vec<String> = match &opts.only {
+        Some(only) => only.iter().cloned().collect(),
+        None => list(&layout.ssl_dir)?,
+    };
+    for domain in ssl_domains {
         if !opts.in_scope(Some(&domain))
             || opts.keep.contains(&domain)
             || desired.failed.contains_key(&domain)

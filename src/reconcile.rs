@@ -73,7 +73,7 @@ pub fn now() -> i64 {
 /// Runs the pipeline once.
 pub fn reconcile(cfg: &Config, config_path: &Path, req: &Request) -> Result<Report> {
     let _lock = if req.dry_run { None } else { Some(lock(cfg)?) };
-    let model = model::load(&cfg.paths.srv, now())?;
+    let model = model::load_scoped(&cfg.paths.srv, req.only.as_ref(), now())?;
     reconcile_model(&model, cfg, config_path, req)
 }
 
@@ -93,9 +93,16 @@ pub fn reconcile_model(
         .iter()
         .filter_map(|s| model::validate::domain_name(&s.name).ok())
         .collect();
+    // A scoped load may pull in more domains than were named (an alias's target): plan them
+    // all.
+    let only = req.only.as_ref().map(|o| {
+        let mut all = o.clone();
+        all.extend(model.domains.keys().cloned());
+        all
+    });
     let opts = plan::Options {
         force: req.force,
-        only: req.only.clone(),
+        only,
         keep,
     };
     let plan = plan::plan(&desired, &layout, &opts)?;

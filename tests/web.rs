@@ -427,3 +427,118 @@ fn bad_config_file_exits_78() {
     assert_eq!(out.status.code(), Some(78));
     assert!(stderr(&out).contains("bad.toml"), "{}", stderr(&out));
 }
+
+#[test]
+fn scoped_apply_of_an_alias_updates_its_target() {
+    let sb = sandbox();
+    sb.add_site("target.test", OWNER, "target").unwrap();
+    sb.add_site("bystander.test", OWNER, "b").unwrap();
+    assert!(apply(&sb, &["target.test"]).status.success());
+    std::os::unix::fs::symlink(sb.srv().join("target.test"), sb.srv().join("newalias.test"))
+        .unwrap();
+    // The daemon passes the dirty /srv entry's name: here the alias itself.
+    let out = apply(&sb, &["newalias.test"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(sb.http_get("newalias.test", "/").unwrap().status, 200);
+    // Scoped: the bystander was neither rendered nor pruned.
+    assert!(
+        !sb.config()
+            .paths
+            .apache
+            .join("sites-available/bystander.test.conf")
+            .exists()
+    );
+}
+
+/// An IPv6-only server behind an IPv4 SNI proxy: the proxy (here 127.0.0.2) must send a
+/// PROXY protocol header and Apache then sees the real client; everyone else (127.0.0.1)
+/// connects directly as before.
+#[test]
+fn trusted_proxy_speaks_proxy_protocol_and_direct_clients_still_work() {
+    use std::io::{Read, Write};
+    let sb = sandbox();
+    let mut cfg = sb.config().clone();
+    cfg.web.trusted_proxies = vec!["127.0.0.2".into()];
+    std::fs::write(sb.config_path(), cfg.to_toml().unwrap()).unwrap();
+    sb.add_site("proxied.test", OWNER, "behind a proxy")
+        .unwrap();
+    let out = apply(&sb, &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    // Direct client: unchanged.
+    assert_eq!(sb.http_get("proxied.test", "/").unwrap().status, 200);
+
+    // The proxy: from 127.0.0.2, with a PROXY v1 header naming the real client.
+    let sock = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{}", sb.http_port()).parse().unwrap(),
+        std::time::Duration::from_secs(5),
+    );
+    drop(sock);
+    let s = socket2_connect_from("127.0.0.2", sb.http_port());
+    let mut s = s;
+    write!(
+        s,
+        "PROXY TCP4 203.0.113.9 127.0.0.1 40000 {}\r\nGET / HTTP/1.1\r\nHost: proxied.test\r\nConnection: close\r\n\r\n",
+        sb.http_port()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    // ... and the site's access log records the real client, not the proxy.
+    let log = sb.srv().join("proxied.test/public/logs/access.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("203.0.113.9") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "log: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Without the header, the proxy's connection is refused by Apache.
+    let mut s = socket2_connect_from("127.0.0.2", sb.http_port());
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: proxied.test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    assert!(!resp.contains("behind a proxy"), "{resp}");
+}
+
+/// A TCP connection to 127.0.0.1:port from a chosen loopback source address.
+fn socket2_connect_from(src: &str, port: u16) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(fd >= 0);
+    let addr = |ip: &str, port: u16| {
+        let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    };
+    let local = addr(src, 0);
+    let remote = addr("127.0.0.1", port);
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    unsafe {
+        assert_eq!(
+            libc::bind(fd, &local as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        assert_eq!(
+            libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len),
+            0
+        );
+    }
+    let s = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s
+}

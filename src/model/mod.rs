@@ -109,21 +109,54 @@ pub struct CertSet {
     pub info: certs::CertInfo,
 }
 
-/// Reads /srv as of `now` (unix seconds, for certificate validity).
+/// Reads all of /srv as of `now` (unix seconds, for certificate validity).
 pub fn load(srv: &Path, now: i64) -> anyhow::Result<Model> {
+    load_scoped(srv, None, now)
+}
+
+/// Reads /srv, but only the domains in `only` (ASCII names) when given: the daemon's path
+/// for a batch of dirty domains. /srv's listing is still read (one `getdents` pass) to find
+/// alias symlinks and `www.` directories; other domains' directories are not touched.
+pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> anyhow::Result<Model> {
     let entries = list_srv(srv)?;
     let mut model = Model::default();
     let mut links: Vec<(String, Stat)> = Vec::new();
     let mut dirs: Vec<(String, OsString, Stat)> = Vec::new();
-    for name in &entries {
+    let named = |raw: &str| match only {
+        None => true,
+        Some(o) => {
+            o.contains(raw)
+                || (!raw.is_ascii() && validate::domain_name(raw).is_ok_and(|a| o.contains(&a)))
+        }
+    };
+    // A dirty alias symlink dirties the domain it points at.
+    let alias_targets: BTreeSet<u64> = match only {
+        None => BTreeSet::new(),
+        Some(_) => entries
+            .iter()
+            .filter(|(n, t, _)| t.is_none_or(|t| t.is_symlink()) && n.to_str().is_some_and(named))
+            .filter_map(|(n, _, _)| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(srv.join(n)).ok().map(|m| m.ino())
+            })
+            .collect(),
+    };
+    let in_scope = |raw: &str, ino: u64| named(raw) || alias_targets.contains(&ino);
+    for (name, ftype, ino) in &entries {
         let lossy = name.to_string_lossy().into_owned();
         if lossy.starts_with('.') || lossy == "lost+found" {
             continue;
         }
         let Some(raw) = name.to_str() else {
-            model.skip(&lossy, "the name is not UTF-8".into());
+            if only.is_none() {
+                model.skip(&lossy, "the name is not UTF-8".into());
+            }
             continue;
         };
+        let maybe_link = ftype.is_none_or(|t| t.is_symlink());
+        if !maybe_link && !in_scope(raw, *ino) {
+            continue;
+        }
         let st = match lstat(srv, raw) {
             Ok(Some(st)) => st,
             Ok(None) => continue, // vanished while we looked
@@ -134,8 +167,8 @@ pub fn load(srv: &Path, now: i64) -> anyhow::Result<Model> {
         };
         match st.kind {
             Kind::Symlink => links.push((raw.to_string(), st)),
-            Kind::Dir => dirs.push((raw.to_string(), name.clone(), st)),
-            _ => {} // plain files in /srv are not domains; Sympl ignores them too
+            Kind::Dir if in_scope(raw, *ino) => dirs.push((raw.to_string(), name.clone(), st)),
+            _ => {} // out of scope, or plain files in /srv are not domains; Sympl ignores them too
         }
     }
 
@@ -175,7 +208,7 @@ pub fn load(srv: &Path, now: i64) -> anyhow::Result<Model> {
 
     let existing: BTreeSet<String> = entries
         .iter()
-        .filter_map(|n| n.to_str().map(str::to_string))
+        .filter_map(|(n, _, _)| n.to_str().map(str::to_string))
         .collect();
     for (raw, ascii, st) in pending {
         let mut names = aliases.remove(&ascii).unwrap_or_default();
@@ -211,16 +244,18 @@ impl Model {
 
 type Stat = safefs::Stat;
 
-fn list_srv(srv: &Path) -> anyhow::Result<Vec<OsString>> {
+/// /srv's entries with their type from the directory listing itself (`d_type`, no stat),
+/// sorted by name. The type is only a hint for skipping work; decisions use `safefs::stat`.
+fn list_srv(srv: &Path) -> anyhow::Result<Vec<(OsString, Option<std::fs::FileType>, u64)>> {
     use anyhow::Context;
+    use std::os::unix::fs::DirEntryExt;
     let mut out = Vec::new();
-    for entry in
-        std::fs::read_dir(srv).with_context(|| format!("failed to list {}", srv.display()))?
-    {
+    let rd = std::fs::read_dir(srv).with_context(|| format!("failed to list {}", srv.display()))?;
+    for entry in rd {
         let entry = entry.with_context(|| format!("failed to list {}", srv.display()))?;
-        out.push(entry.file_name());
+        out.push((entry.file_name(), entry.file_type().ok(), entry.ino()));
     }
-    out.sort();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
@@ -252,7 +287,6 @@ fn alias_target(
     by_inode: &BTreeMap<(u64, u64), String>,
     domains: &[(String, String, Stat)],
 ) -> Result<Option<(String, String)>, String> {
-    let alias = validate::domain_name(raw).map_err(|e| e.to_string())?;
     // Following the link is safe here: we only stat it, and only compare the inode with the
     // domains we already know.
     let Ok(meta) = std::fs::metadata(srv.join(raw)) else {
@@ -262,6 +296,7 @@ fn alias_target(
     let Some(target) = by_inode.get(&(meta.dev(), meta.ino())) else {
         return Ok(None);
     };
+    let alias = validate::domain_name(raw).map_err(|e| e.to_string())?;
     let Some((_, _, tst)) = domains.iter().find(|(_, a, _)| a == target) else {
         return Ok(None);
     };
