@@ -45,8 +45,10 @@ enum Prior {
     Link(PathBuf),
 }
 
-/// Applies `plan` (see the module doc). Returns an error only when nothing could go live (the
-/// shared config fails the test, or the reload fails); per-domain failures are in
+/// Applies `plan` (see the module doc), one service at a time: each service's changes are
+/// tested with that service's test command, bisected on failure and reloaded once. Returns an
+/// error when a service could not take any change (its shared config fails the test, or its
+/// reload fails) — after every other service was applied; per-domain failures are in
 /// [`Outcome::culprits`].
 pub fn apply(plan: &Plan, cfg: &Config, layout: &Layout) -> Result<Outcome> {
     let mut out = Outcome::default();
@@ -54,7 +56,46 @@ pub fn apply(plan: &Plan, cfg: &Config, layout: &Layout) -> Result<Outcome> {
         return Ok(out);
     }
     ensure_dirs(layout)?;
-    let groups = crate::plan::by_domain(&plan.changes);
+    let services: std::collections::BTreeSet<Service> =
+        plan.changes.iter().map(|c| c.service).collect();
+    let mut errors: Vec<anyhow::Error> = Vec::new();
+    for service in services {
+        let changes: Vec<&Change> = plan
+            .changes
+            .iter()
+            .filter(|c| c.service == service)
+            .collect();
+        match apply_service(service, &changes, cfg, layout) {
+            Ok(part) => {
+                out.applied.extend(part.applied);
+                out.culprits.extend(part.culprits);
+                out.reloaded.extend(part.reloaded);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    match errors.len() {
+        0 => Ok(out),
+        1 => Err(errors.remove(0)),
+        _ => bail!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| format!("{e:#}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+fn apply_service(
+    service: Service,
+    changes: &[&Change],
+    cfg: &Config,
+    layout: &Layout,
+) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    let groups = crate::plan::by_domain(changes.iter().copied());
     let shared: Vec<&Change> = groups.get(&None).cloned().unwrap_or_default();
     let domains: Vec<(String, Vec<&Change>)> = groups
         .into_iter()
@@ -74,27 +115,28 @@ pub fn apply(plan: &Plan, cfg: &Config, layout: &Layout) -> Result<Outcome> {
         applied_domains.push(i);
     }
 
-    if let Err(first) = test(cfg, Service::Apache) {
+    if let Err(first) = test(cfg, service) {
         tracing::warn!("candidate config failed the test; isolating the domains responsible");
         for (_, changes) in domains.iter().rev() {
             for c in changes.iter().rev() {
                 tx.restore(&c.path)?;
             }
         }
-        if let Err(e) = test(cfg, Service::Apache) {
+        if let Err(e) = test(cfg, service) {
             tx.restore_all()?;
-            if test(cfg, Service::Apache).is_err() {
+            if test(cfg, service).is_err() {
                 bail!(
-                    "apache's configuration fails its test even without dirhost's changes; nothing was changed:\n{e:#}"
+                    "{service}'s configuration fails its test even without dirhost's changes; nothing was changed:\n{e:#}"
                 );
             }
             bail!(
-                "the shared dirhost configuration fails apache's test; nothing was changed:\n{e:#}\n(first failure: {first:#})"
+                "the shared dirhost configuration fails {service}'s test; nothing was changed:\n{e:#}\n(first failure: {first:#})"
             );
         }
         let all: Vec<usize> = (0..domains.len()).collect();
         applied_domains.clear();
         bisect(
+            service,
             &domains,
             &all,
             cfg,
@@ -111,15 +153,17 @@ pub fn apply(plan: &Plan, cfg: &Config, layout: &Layout) -> Result<Outcome> {
     if live.is_empty() {
         return Ok(out);
     }
-    if let Err(e) = reload(cfg, Service::Apache) {
+    if let Err(e) = reload(cfg, service) {
         tracing::error!("reload failed, restoring the previous configuration: {e:#}");
         tx.restore_all()?;
-        if let Err(e2) = reload(cfg, Service::Apache) {
+        if let Err(e2) = reload(cfg, service) {
             tracing::error!("reload after restoring also failed: {e2:#}");
         }
-        return Err(e.context("apache reload failed; the previous configuration was restored"));
+        return Err(e.context(format!(
+            "{service} reload failed; the previous configuration was restored"
+        )));
     }
-    out.reloaded.push(Service::Apache);
+    out.reloaded.push(service);
     out.applied = live.into_iter().cloned().collect();
     for c in &out.applied {
         tracing::info!(domain = c.domain.as_deref().unwrap_or("-"), path = %c.path.display(), "{}", describe(&c.action));
@@ -130,6 +174,7 @@ pub fn apply(plan: &Plan, cfg: &Config, layout: &Layout) -> Result<Outcome> {
 /// Finds, among `idx` (none currently applied, the current state passes the test), the
 /// domains whose changes make the test fail. Good domains stay applied.
 fn bisect(
+    service: Service,
     domains: &[(String, Vec<&Change>)],
     idx: &[usize],
     cfg: &Config,
@@ -146,7 +191,7 @@ fn bisect(
             tx.apply(c, layout)?;
         }
     }
-    let err = match test(cfg, Service::Apache) {
+    let err = match test(cfg, service) {
         Ok(()) => {
             good.extend_from_slice(idx);
             return Ok(());
@@ -160,13 +205,13 @@ fn bisect(
     }
     if let [only] = idx {
         let name = &domains[*only].0;
-        tracing::error!(domain = %name, "left out: its configuration fails apache's test: {err:#}");
+        tracing::error!(domain = %name, "left out: its configuration fails {service}'s test: {err:#}");
         bad.insert(name.clone(), format!("{err:#}"));
         return Ok(());
     }
     let (left, right) = idx.split_at(idx.len() / 2);
-    bisect(domains, left, cfg, layout, tx, good, bad)?;
-    bisect(domains, right, cfg, layout, tx, good, bad)
+    bisect(service, domains, left, cfg, layout, tx, good, bad)?;
+    bisect(service, domains, right, cfg, layout, tx, good, bad)
 }
 
 fn describe(a: &Action) -> &'static str {
@@ -336,20 +381,25 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 fn argv(cfg: &Config, service: Service, reload: bool) -> &[String] {
+    let c = &cfg.commands;
     match (service, reload) {
-        (Service::Apache, false) => &cfg.commands.apache_test,
-        (Service::Apache, true) => &cfg.commands.apache_reload,
+        (Service::Apache, false) => &c.apache_test,
+        (Service::Apache, true) => &c.apache_reload,
+        (Service::Exim, false) => &c.exim_test,
+        (Service::Exim, true) => &c.exim_reload,
+        (Service::Dovecot, false) => &c.dovecot_test,
+        (Service::Dovecot, true) => &c.dovecot_reload,
     }
 }
 
 /// Runs a service's config test; `Err` carries its output.
 pub fn test(cfg: &Config, service: Service) -> Result<()> {
-    run(argv(cfg, service, false)).with_context(|| format!("{service:?} config test failed"))
+    run(argv(cfg, service, false)).with_context(|| format!("{service} config test failed"))
 }
 
 /// Reloads a service gracefully.
 pub fn reload(cfg: &Config, service: Service) -> Result<()> {
-    run(argv(cfg, service, true)).with_context(|| format!("{service:?} reload failed"))
+    run(argv(cfg, service, true)).with_context(|| format!("{service} reload failed"))
 }
 
 /// Runs an argv list (no shell); non-zero exit → error with stdout and stderr.

@@ -415,7 +415,9 @@ fn link_state(path: &Path) -> anyhow::Result<LinkState> {
 }
 
 /// Groups changes by domain (`None` = shared), keeping order.
-pub fn by_domain(changes: &[Change]) -> BTreeMap<Option<String>, Vec<&Change>> {
+pub fn by_domain<'a>(
+    changes: impl IntoIterator<Item = &'a Change>,
+) -> BTreeMap<Option<String>, Vec<&'a Change>> {
     let mut out: BTreeMap<Option<String>, Vec<&Change>> = BTreeMap::new();
     for c in changes {
         out.entry(c.domain.clone()).or_default().push(c);

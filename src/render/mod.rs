@@ -24,6 +24,20 @@ use crate::model::{Domain, Model};
 pub enum Service {
     /// Apache httpd.
     Apache,
+    /// Exim (mail transfer).
+    Exim,
+    /// Dovecot (IMAP/POP3, authentication for Exim).
+    Dovecot,
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Apache => "apache",
+            Self::Exim => "exim",
+            Self::Dovecot => "dovecot",
+        })
+    }
 }
 
 /// How a file is protected.
