@@ -41,3 +41,31 @@ ensure_cargo() {
     fi
     die "cargo not found: install Rust with rustup (https://rustup.rs), then re-run"
 }
+
+# ensure_octodns: OctoDNS (pinned) in a venv under ~/.cache, for tests/dns.rs, which runs
+# its octodns-validate on the exported zones. Installs only when missing (needs PyPI then)
+# and exports DIRHOST_OCTODNS_VALIDATE, so the test uses it and fails rather than skip.
+OCTODNS_VERSION=1.22.0
+ensure_octodns() {
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/dirhost-test/octodns-$OCTODNS_VERSION"
+    if [ ! -x "$venv/bin/octodns-validate" ]; then
+        echo "Installing octodns $OCTODNS_VERSION into $venv" >&2
+        rm -rf "$venv"
+        /usr/bin/python3 -m venv "$venv" || die "python3 -m venv failed (is python3-venv installed?)"
+        "$venv/bin/pip" install -q --disable-pip-version-check "octodns==$OCTODNS_VERSION" ||
+            die "pip install octodns==$OCTODNS_VERSION failed"
+    fi
+    export DIRHOST_OCTODNS_VALIDATE="$venv/bin/octodns-validate"
+}
+
+# system_fingerprint: path, type, mode, owner and content hash of every entry under the
+# system directories dirhost manages in production (and /srv), sorted. Timestamps are left
+# out: a directory's mtime changes when a file is created and removed again.
+system_fingerprint() {
+    local d
+    for d in /etc/apache2 /etc/exim4 /etc/dovecot /etc/php /etc/dirhost /srv /var/lib/dirhost; do
+        [ -e "$d" ] || { echo "absent $d"; continue; }
+        find "$d" -printf '%p %y %m %U:%G %l\n' 2>/dev/null
+        find "$d" -type f -exec md5sum {} + 2>/dev/null
+    done | LC_ALL=C sort
+}

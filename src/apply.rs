@@ -135,16 +135,13 @@ fn apply_service(
         }
         let all: Vec<usize> = (0..domains.len()).collect();
         applied_domains.clear();
-        bisect(
+        let ctx = Bisect {
             service,
-            &domains,
-            &all,
+            domains: &domains,
             cfg,
             layout,
-            &mut tx,
-            &mut applied_domains,
-            &mut out.culprits,
-        )?;
+        };
+        bisect(&ctx, &all, &mut tx, &mut applied_domains, &mut out.culprits)?;
     }
 
     for i in &applied_domains {
@@ -171,14 +168,19 @@ fn apply_service(
     Ok(out)
 }
 
+/// What a bisection needs besides the indices it works on.
+struct Bisect<'a, 'c> {
+    service: Service,
+    domains: &'a [(String, Vec<&'c Change>)],
+    cfg: &'a Config,
+    layout: &'a Layout,
+}
+
 /// Finds, among `idx` (none currently applied, the current state passes the test), the
 /// domains whose changes make the test fail. Good domains stay applied.
 fn bisect(
-    service: Service,
-    domains: &[(String, Vec<&Change>)],
+    b: &Bisect<'_, '_>,
     idx: &[usize],
-    cfg: &Config,
-    layout: &Layout,
     tx: &mut Tx,
     good: &mut Vec<usize>,
     bad: &mut BTreeMap<String, String>,
@@ -187,11 +189,11 @@ fn bisect(
         return Ok(());
     }
     for i in idx {
-        for c in &domains[*i].1 {
-            tx.apply(c, layout)?;
+        for c in &b.domains[*i].1 {
+            tx.apply(c, b.layout)?;
         }
     }
-    let err = match test(cfg, service) {
+    let err = match test(b.cfg, b.service) {
         Ok(()) => {
             good.extend_from_slice(idx);
             return Ok(());
@@ -199,19 +201,20 @@ fn bisect(
         Err(e) => e,
     };
     for i in idx.iter().rev() {
-        for c in domains[*i].1.iter().rev() {
+        for c in b.domains[*i].1.iter().rev() {
             tx.restore(&c.path)?;
         }
     }
     if let [only] = idx {
-        let name = &domains[*only].0;
+        let name = &b.domains[*only].0;
+        let service = b.service;
         tracing::error!(domain = %name, "left out: its configuration fails {service}'s test: {err:#}");
         bad.insert(name.clone(), format!("{err:#}"));
         return Ok(());
     }
     let (left, right) = idx.split_at(idx.len() / 2);
-    bisect(service, domains, left, cfg, layout, tx, good, bad)?;
-    bisect(service, domains, right, cfg, layout, tx, good, bad)
+    bisect(b, left, tx, good, bad)?;
+    bisect(b, right, tx, good, bad)
 }
 
 fn describe(a: &Action) -> &'static str {
@@ -389,6 +392,8 @@ fn argv(cfg: &Config, service: Service, reload: bool) -> &[String] {
         (Service::Exim, true) => &c.exim_reload,
         (Service::Dovecot, false) => &c.dovecot_test,
         (Service::Dovecot, true) => &c.dovecot_reload,
+        (Service::Php, false) => &c.php_test,
+        (Service::Php, true) => &c.php_reload,
     }
 }
 
@@ -455,6 +460,7 @@ mod tests {
             conf_enabled: dir.path().join("ce"),
             acme_dir: dir.path().join("acme"),
             ssl_dir: dir.path().join("ssl"),
+            php_pool_dir: dir.path().join("pool.d"),
         };
         ensure_dirs(&layout).unwrap();
         let existing = layout.sites_available.join("a.conf");

@@ -53,10 +53,63 @@ enum Command {
     /// Web sites.
     #[command(subcommand)]
     Web(WebCommand),
+    /// Certificates: list sets, renew, select a set.
+    #[command(subcommand)]
+    Ssl(crate::acme::cli::SslCommand),
+    /// Mailboxes: list, add, passwd, remove; DNS records for DKIM, SPF and DMARC.
+    ///
+    /// Examples:
+    ///   dirhost mail add alice@example.com
+    ///   dirhost mail list example.com --json
+    ///   dirhost mail dns example.com
+    #[command(subcommand)]
+    Mail(crate::mail::cli::MailCommand),
+    /// DNS: export every domain's records (A/AAAA, MX, SRV, SPF, DKIM, DMARC, CAA, TLSA) for
+    /// OctoDNS, BIND or as JSON.
+    ///
+    /// Examples:
+    ///   dirhost dns export --format bind
+    ///   dirhost dns export example.com --format octodns --output /etc/octodns/zones
+    #[command(subcommand)]
+    Dns(crate::dns::cli::DnsCommand),
     /// Run a self-contained sandbox: a private loopback Apache serving a sample /srv tree.
     ///
     /// Example: dirhost demo --dir /tmp/dirhost-demo
     Demo(DemoArgs),
+    /// Keep Apache in step with /srv: watch it and reconcile each change as it happens.
+    ///
+    /// Runs in the foreground (for systemd: Type=notify, it sends READY=1 and honours
+    /// WatchdogSec). SIGTERM stops it after the current batch; SIGHUP re-reads the config.
+    ///
+    /// Example: dirhost watch -v
+    Watch,
+    /// Domains: create, list, show, remove (the /srv tree stays the truth).
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Find what is wrong, and say how to fix it (exit 1 when anything is).
+    ///
+    /// Checks: services installed, web ports answering, inotify limits, every domain's names
+    /// resolving to this host, domains skipped and why, hand-edited and out-of-date files.
+    ///
+    /// Examples:
+    ///   dirhost check
+    ///   dirhost check example.com --json
+    Check(CheckArgs),
+    /// Print a shell completion script.
+    ///
+    /// The Debian package installs them; by hand, e.g.:
+    ///   dirhost completions bash > /etc/bash_completion.d/dirhost
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (dirhost.1, dirhost-apply.1, ...) into DIR (for packaging).
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write them.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Apache's piped access-log writer (run by Apache, not by people).
     #[command(hide = true)]
     LogWriter,
@@ -75,6 +128,64 @@ struct ApplyArgs {
     /// Replace hand-edited files and re-enable sites an admin disabled.
     #[arg(long)]
     force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum SiteCommand {
+    /// Create /srv/DOMAIN/public/htdocs (and config/) owned by the customer, with the
+    /// skeleton from /etc/dirhost/skel, then serve it.
+    ///
+    /// Examples:
+    ///   dirhost site add example.com --owner alice
+    ///   dirhost site add example.com          # as the customer: owned by you
+    Add {
+        /// The domain.
+        domain: String,
+        /// The customer's user name or uid (needed when run as root).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// List every domain (and the /srv entries that were skipped, with why).
+    ///
+    /// Example: dirhost site list --json
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one domain.
+    ///
+    /// Example: dirhost site show example.com
+    Show {
+        /// The domain.
+        domain: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a domain offline by moving it to /srv/.dirhost-archive/ (nothing is deleted).
+    ///
+    /// Example: dirhost site remove example.com
+    Remove {
+        /// The domain.
+        domain: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Domains to check (default: all).
+    domains: Vec<String>,
+    /// Machine-readable output: an array of findings with `severity`, `check`, `domain`,
+    /// `message`, `fix`.
+    #[arg(long)]
+    json: bool,
+    /// Skip DNS lookups.
+    #[arg(long)]
+    no_dns: bool,
+    /// Also list the checks that passed.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +220,24 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&cli.global);
+    // These only print what clap knows: no config file needed.
+    let docs = match &cli.command {
+        Command::Completions { shell } => Some(crate::clidoc::completions(
+            *shell,
+            &mut std::io::stdout().lock(),
+        )),
+        Command::Manpages { dir } => Some(crate::clidoc::manpages(dir)),
+        _ => None,
+    };
+    if let Some(done) = docs {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dirhost: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let (cfg, path) = match load_config(&cli.global) {
         Ok(c) => c,
         Err(e) => {
@@ -119,8 +248,15 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Apply(a) => cmd_apply(&cfg, &path, &a),
         Command::Web(WebCommand::List { json }) => cmd_web_list(&cfg, json),
+        Command::Ssl(c) => crate::acme::cli::run(&cfg, &path, c),
+        Command::Mail(m) => crate::mail::cli::run(&cfg, &path, &m),
+        Command::Dns(c) => crate::dns::cli::run(&cfg, c),
         Command::Demo(d) => cmd_demo(&d),
+        Command::Watch => crate::daemon::run_until_signal(&cfg, &path).map(|()| 0),
+        Command::Check(c) => cmd_check(&cfg, &path, &c),
+        Command::Site(s) => cmd_site(&cfg, &path, s),
         Command::LogWriter => crate::logwriter::run(&cfg).map(|()| 0),
+        Command::Completions { .. } | Command::Manpages { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -292,6 +428,8 @@ struct SiteRow {
     certificate_set: Option<String>,
     certificate_expires: Option<i64>,
     warnings: Vec<String>,
+    /// PHP: `{"state": "on"|"off"|"refused", "settings"?, "reason"?, "socket"?}`.
+    php: crate::php::Status,
 }
 
 fn cmd_web_list(cfg: &Config, json: bool) -> Result<u8> {
@@ -310,6 +448,7 @@ fn cmd_web_list(cfg: &Config, json: bool) -> Result<u8> {
             certificate_set: d.cert.as_ref().map(|c| c.name.clone()),
             certificate_expires: d.cert.as_ref().map(|c| c.info.not_after),
             warnings: d.warnings.clone(),
+            php: crate::php::status(cfg, d),
         })
         .collect();
     let mut out = std::io::stdout().lock();
@@ -336,6 +475,178 @@ fn cmd_web_list(cfg: &Config, json: bool) -> Result<u8> {
     Ok(0)
 }
 
+/// After a command changed /srv: as root, reconcile the domain now; otherwise the daemon's
+/// next reconcile does it (users get no privileges for reloads).
+fn reconcile_after(cfg: &Config, path: &Path, domain: &str) -> Result<u8> {
+    if !nix::unistd::geteuid().is_root() {
+        println!("the dirhost daemon will pick this up within a second");
+        return Ok(0);
+    }
+    let ascii = crate::model::validate::domain_name(domain)?;
+    let req = Request {
+        only: Some(std::iter::once(ascii).collect()),
+        ..Request::default()
+    };
+    let report = reconcile::reconcile(cfg, path, &req)?;
+    print_report(&mut std::io::stdout().lock(), &report, false, false)?;
+    Ok(if report.failed_domains().is_empty() {
+        0
+    } else {
+        1
+    })
+}
+
+fn cmd_site(cfg: &Config, path: &Path, cmd: SiteCommand) -> Result<u8> {
+    use crate::site;
+    match cmd {
+        SiteCommand::Add { domain, owner } => {
+            let domain = domain.to_lowercase();
+            let owner = match owner {
+                Some(o) => site::resolve_owner(&o)?,
+                None if nix::unistd::geteuid().is_root() => {
+                    anyhow::bail!("as root, say who owns the domain: --owner USER")
+                }
+                None => crate::safefs::Owner {
+                    uid: nix::unistd::geteuid().as_raw(),
+                    gid: nix::unistd::getegid().as_raw(),
+                },
+            };
+            let dir = site::add(cfg, &domain, owner)?;
+            println!("created {}", dir.display());
+            reconcile_after(cfg, path, &domain)
+        }
+        SiteCommand::Remove { domain } => {
+            let entry = site::find_entry(&cfg.paths.srv, &domain)?;
+            match site::remove(cfg, &domain, reconcile::now())? {
+                Some(to) => println!(
+                    "moved {} to {}",
+                    cfg.paths.srv.join(&entry).display(),
+                    to.display()
+                ),
+                None => println!("removed the alias {entry}"),
+            }
+            reconcile_after(cfg, path, &entry)
+        }
+        SiteCommand::List { json } => {
+            let (sites, skipped) = site::list(cfg, reconcile::now())?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(
+                    &mut out,
+                    &serde_json::json!({"domains": sites, "skipped": skipped}),
+                )?;
+                writeln!(out)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<32} {:>6} {:<4} {:<8} ALIASES",
+                    "DOMAIN", "UID", "WEB", "SSL"
+                )?;
+                for s in &sites {
+                    writeln!(
+                        out,
+                        "{:<32} {:>6} {:<4} {:<8} {}",
+                        s.domain,
+                        s.uid,
+                        if s.web { "yes" } else { "no" },
+                        s.certificate_set.as_deref().unwrap_or("-"),
+                        s.aliases.join(" ")
+                    )?;
+                }
+                for s in &skipped {
+                    writeln!(out, "skipped {}: {}", s.name, s.reason)?;
+                }
+            }
+            Ok(0)
+        }
+        SiteCommand::Show { domain, json } => {
+            let entry = site::find_entry(&cfg.paths.srv, &domain)?;
+            let ascii = crate::model::validate::domain_name(&entry)?;
+            let only = std::iter::once(ascii.clone()).collect();
+            let m = crate::model::load_scoped(&cfg.paths.srv, Some(&only), reconcile::now())?;
+            let Some(d) = m.domains.get(&ascii) else {
+                let why = m.skipped_reason(&entry).unwrap_or("not a domain directory");
+                anyhow::bail!("{entry} is not served: {why}");
+            };
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, d)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "domain:        {}", d.name)?;
+                writeln!(out, "directory:     {}", d.dir.display())?;
+                writeln!(out, "owner:         {}:{}", d.uid, d.gid)?;
+                writeln!(
+                    out,
+                    "web:           {}",
+                    if d.web {
+                        "yes"
+                    } else {
+                        "no (no public/htdocs)"
+                    }
+                )?;
+                writeln!(out, "aliases:       {}", d.aliases.join(" "))?;
+                writeln!(
+                    out,
+                    "mandatory ssl: {}",
+                    if d.mandatory_ssl { "yes" } else { "no" }
+                )?;
+                writeln!(
+                    out,
+                    "certificate:   {}",
+                    d.cert.as_ref().map_or("-".to_string(), |c| format!(
+                        "set {} (expires {})",
+                        c.name, c.info.not_after
+                    ))
+                )?;
+                for w in &d.warnings {
+                    writeln!(out, "warning:       {w}")?;
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn cmd_check(cfg: &Config, path: &Path, c: &CheckArgs) -> Result<u8> {
+    use crate::doctor::{self, Severity};
+    let opts = doctor::Options {
+        only: domain_args(&c.domains)?,
+        no_dns: c.no_dns,
+    };
+    let findings = doctor::check(cfg, path, &opts)?;
+    let bad = findings.iter().any(|f| f.severity != Severity::Ok);
+    let mut out = std::io::stdout().lock();
+    if c.json {
+        serde_json::to_writer_pretty(&mut out, &findings)?;
+        writeln!(out)?;
+    } else {
+        for f in findings
+            .iter()
+            .filter(|f| c.all || f.severity != Severity::Ok)
+        {
+            let tag = match f.severity {
+                Severity::Ok => "ok",
+                Severity::Warning => "warning",
+                Severity::Error => "error",
+            };
+            let who = f
+                .domain
+                .as_deref()
+                .map(|d| format!(" {d}:"))
+                .unwrap_or_default();
+            writeln!(out, "{tag} [{}]{who} {}", f.check, f.message)?;
+            if !f.fix.is_empty() {
+                writeln!(out, "    fix: {}", f.fix)?;
+            }
+        }
+        if !bad {
+            writeln!(out, "all checks passed")?;
+        }
+    }
+    Ok(u8::from(bad))
+}
+
 fn cmd_demo(d: &DemoArgs) -> Result<u8> {
     let exe = std::env::current_exe().context("failed to find the dirhost binary")?;
     let mut sb = crate::sandbox::Sandbox::at(&d.dir)?;
@@ -349,6 +660,8 @@ fn cmd_demo(d: &DemoArgs) -> Result<u8> {
         )?;
     }
     sb.start_apache()?;
+    // Mail (issue 5): a mailbox, and the sandbox's own Exim and Dovecot (root only).
+    let mail = crate::mail::sandbox::demo(&mut sb, sample, 1000)?;
     let cfg = sb.config().clone();
     let path = sb.config_path().to_path_buf();
     let report = reconcile::reconcile(&cfg, &path, &Request::default())?;
@@ -364,6 +677,9 @@ fn cmd_demo(d: &DemoArgs) -> Result<u8> {
         exe = exe.display(),
         cfg = path.display(),
     )?;
+    if let Some((_, text)) = &mail {
+        writeln!(out, "{text}")?;
+    }
     out.flush()?;
     drop(out);
     if d.once {

@@ -3,17 +3,25 @@
 //! The library holds the whole pipeline (model → render → plan → apply) so that the CLI, the
 //! daemon and the tests all drive the same code.
 
+pub mod acme;
 pub mod apply;
 pub mod certs;
 pub mod checksum;
 pub mod cli;
+pub mod clidoc;
 pub mod config;
 pub mod daemon;
+pub mod dns;
+pub mod doctor;
 pub mod logwriter;
+pub mod mail;
 pub mod model;
 pub mod net;
+pub mod php;
 pub mod plan;
 pub mod reconcile;
 pub mod render;
 pub mod safefs;
 pub mod sandbox;
+pub mod site;
+pub mod watch;

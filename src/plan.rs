@@ -316,9 +316,9 @@ fn prune(
         let link_ours = matches!(link_state(&link)?, LinkState::Link(t) if t == Path::new("../sites-available").join(&name) || t == path);
         if seal.replaceable() || (opts.force && seal == Seal::Edited) {
             if link_ours {
-                unlinks.push(remove(link, &domain));
+                unlinks.push(remove(link, &domain, Service::Apache));
             }
-            removes.push(remove(path, &domain));
+            removes.push(remove(path, &domain, Service::Apache));
         } else if seal == Seal::Edited {
             p.notices.push(Notice {
                 path,
@@ -343,8 +343,35 @@ fn prune(
         for f in list(&layout.ssl_dir.join(&domain))? {
             let path = layout.ssl_dir.join(&domain).join(f);
             if !wanted.contains(&path) {
-                removes.push(remove(path, &domain));
+                removes.push(remove(path, &domain, Service::Apache));
             }
+        }
+    }
+    // PHP-FPM pools nothing wants any more: site gone, htdocs gone, or PHP switched off (so
+    // decided per file, not per domain).
+    let pool_files: Vec<String> = match &opts.only {
+        Some(only) => only.iter().map(|d| format!("{d}.conf")).collect(),
+        None => list(&layout.php_pool_dir)?,
+    };
+    for name in pool_files {
+        let Some(domain) = name.strip_suffix(".conf") else {
+            continue;
+        };
+        if crate::model::validate::domain_name(domain).as_deref() != Ok(domain)
+            || opts.keep.contains(domain)
+            || desired.failed.contains_key(domain)
+            || !opts.in_scope(Some(&domain.to_string()))
+        {
+            continue; // Debian's www.conf, or a domain whose files stay as they are
+        }
+        let path = layout.php_pool_dir.join(&name);
+        if wanted.contains(&path) {
+            continue;
+        }
+        if let Some((bytes, _)) = read_file(&path)?
+            && checksum::inspect(&bytes).replaceable()
+        {
+            removes.push(remove(path, domain, Service::Php));
         }
     }
     p.changes.extend(unlinks);
@@ -352,12 +379,12 @@ fn prune(
     Ok(())
 }
 
-fn remove(path: PathBuf, domain: &str) -> Change {
+fn remove(path: PathBuf, domain: &str, service: Service) -> Change {
     Change {
         path,
         action: Action::Remove,
         domain: Some(domain.to_string()),
-        service: Service::Apache,
+        service,
     }
 }
 

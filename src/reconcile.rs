@@ -125,6 +125,8 @@ pub fn reconcile_model(
         tracing::warn!(domain = n.domain.as_deref().unwrap_or("-"), path = %n.path.display(), "{}", n.message);
     }
     if !req.dry_run {
+        // Each PHP domain's own tmp/ and sessions/ directories, created as its owner.
+        report.warnings.extend(crate::php::prepare(cfg, model));
         report.outcome = apply::apply(&plan, cfg, &layout)?;
     }
     report.plan = plan;

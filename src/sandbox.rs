@@ -32,7 +32,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
-use crate::config::{Commands, Config, Paths, Ports, Web};
+use crate::config::{Commands, Config, Paths, Php, Ports, Web};
 
 /// The Apache binary. Called directly: `apache2ctl` sources `/etc/apache2/envvars` and
 /// assumes the Debian layout.
@@ -66,6 +66,12 @@ const MODULES: &[&str] = &[
 ];
 /// `[web] hostname` of every sandbox.
 const HOSTNAME: &str = "dirhost.test";
+/// `[php] pool_dir` of every sandbox, relative to its root.
+const PHP_POOL_DIR: &str = "etc/php/fpm/pool.d";
+/// The private PHP-FPM master's own config, relative to the root (see [`php_fpm_conf`]).
+const PHP_FPM_CONF: &str = "etc/php/fpm/php-fpm.conf";
+/// What PHP-FPM logs each time it has (re)loaded its configuration.
+const PHP_LOADED_LINE: &str = "ready to handle connections";
 /// Marks a directory as a sandbox root, so [`Sandbox::at`] can tell its own tree from a
 /// directory it must not write into.
 const MARKER: &str = ".dirhost-sandbox";
@@ -216,7 +222,11 @@ impl Sandbox {
             "etc/dovecot",
             "etc/dirhost",
             "etc/dirhost/templates",
+            "etc/php",
+            "etc/php/fpm",
+            PHP_POOL_DIR,
             "run",
+            "run/php",
             "logs",
             "htdocs",
         ] {
@@ -237,7 +247,10 @@ impl Sandbox {
             Some((h, s)) if h != s && claim_if_free(h) && claim_if_free(s) => (h, s),
             _ => free_port_pair()?,
         };
-        let config = sandbox_config(&root, http, https, find_dirhost_binary());
+        let mut config = sandbox_config(&root, http, https, find_dirhost_binary());
+        // Mail: five more loopback ports (smtp, smtps, submission, imaps, pop3s).
+        let mail_ports = free_ports::<5>()?;
+        config.mail = crate::mail::sandbox::config(&root, mail_ports);
         let config_path = root.join("etc/dirhost/dirhost.toml");
         write_config(&config, &config_path)?;
 
@@ -247,6 +260,8 @@ impl Sandbox {
             &root.join("httpd.conf"),
             &httpd_conf(&root, http, https, as_root, &modules),
         )?;
+        write_file(&root.join(PHP_FPM_CONF), &php_fpm_conf(&root))?;
+        crate::mail::sandbox::lay_out(&root, &config)?;
 
         Ok(Self {
             srv: root.join("srv"),
@@ -410,6 +425,93 @@ impl Sandbox {
     /// [`http_get`] against this sandbox's HTTP port.
     pub fn http_get(&self, host: &str, path: &str) -> Result<HttpResponse> {
         http_get(self.http_port(), host, path)
+    }
+
+    /// `<root>/etc/php/fpm/php-fpm.conf`: the config of a private PHP-FPM master for this
+    /// sandbox. It includes the pools dirhost writes to `[php] pool_dir` (inside the root)
+    /// and keeps its pid, log and sockets inside the root.
+    pub fn php_fpm_conf(&self) -> PathBuf {
+        self.root.join(PHP_FPM_CONF)
+    }
+
+    /// `<root>/run/php-fpm.pid`, written by the private PHP-FPM master.
+    pub fn php_fpm_pid_file(&self) -> PathBuf {
+        self.root.join("run/php-fpm.pid")
+    }
+
+    /// `<root>/logs/php-fpm.log`, the private PHP-FPM master's log.
+    pub fn php_fpm_log_path(&self) -> PathBuf {
+        self.root.join("logs/php-fpm.log")
+    }
+
+    /// Contents of the PHP-FPM log, for test failure messages.
+    pub fn php_fpm_log(&self) -> String {
+        fs::read_to_string(self.php_fpm_log_path()).unwrap_or_default()
+    }
+
+    /// How many times the private PHP-FPM master has finished loading its configuration
+    /// (start or reload): the "ready to handle connections" lines of its log.
+    pub fn php_fpm_generation(&self) -> usize {
+        self.php_fpm_log()
+            .lines()
+            .filter(|l| l.contains(PHP_LOADED_LINE))
+            .count()
+    }
+
+    /// Waits until [`Sandbox::php_fpm_generation`] reaches `generation` (a reload is a
+    /// signal: the master re-reads its configuration after the command returned).
+    pub fn wait_php_fpm_generation(&self, generation: usize) -> Result<()> {
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        while self.php_fpm_generation() < generation {
+            if Instant::now() > deadline {
+                bail!(
+                    "PHP-FPM did not reach config generation {generation} within {RELOAD_TIMEOUT:?}\n--- php-fpm.log ---\n{}",
+                    tail(&self.php_fpm_log(), 40)
+                );
+            }
+            sleep(POLL);
+        }
+        Ok(())
+    }
+
+    /// Points `[commands] php_test` and `php_reload` at a private PHP-FPM master run from
+    /// `bin` (e.g. `/usr/sbin/php-fpm8.2`) with [`Sandbox::php_fpm_conf`], and rewrites the
+    /// config: the test is `bin -t -y <conf>`, the reload a USR2 (PHP-FPM's graceful reload)
+    /// to the pid in [`Sandbox::php_fpm_pid_file`]. Starting the master is the caller's
+    /// business (`bin -y <conf> -F`); nothing here touches the system's PHP-FPM.
+    pub fn use_php_fpm(&mut self, bin: &Path) -> Result<()> {
+        ensure!(
+            bin.is_absolute(),
+            "{} is not an absolute path",
+            bin.display()
+        );
+        let conf = self.php_fpm_conf().display().to_string();
+        let pid = self.php_fpm_pid_file().display().to_string();
+        let mut config = self.config.clone();
+        config.commands.php_test = vec![bin.display().to_string(), "-t".into(), "-y".into(), conf];
+        config.commands.php_reload = vec!["pkill".into(), "-USR2".into(), "-F".into(), pid];
+        write_config(&config, &self.config_path)?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Replaces the sandbox's config (and rewrites the file), e.g. for a test that needs a
+    /// different `[mail] smarthost`. Paths should stay inside the root.
+    pub fn set_config(&mut self, config: Config) -> Result<()> {
+        write_config(&config, &self.config_path)?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Points `[commands] exim_*` and `dovecot_*` at this sandbox's private Exim and
+    /// Dovecot (see `mail::sandbox`) and rewrites the config. `mail::sandbox::MailServers`
+    /// calls it when it starts them; until then the commands are no-ops.
+    pub fn use_mail_servers(&mut self) -> Result<()> {
+        let mut config = self.config.clone();
+        crate::mail::sandbox::use_servers(&self.root, &mut config);
+        write_config(&config, &self.config_path)?;
+        self.config = config;
+        Ok(())
     }
 
     /// Create /srv/<name> owned by uid:gid (numeric; no passwd entry needed) with
@@ -618,8 +720,10 @@ pub fn find_dirhost_binary() -> PathBuf {
     }
 }
 
-/// The config a sandbox rooted at `root` writes to `etc/dirhost/dirhost.toml`.
-fn sandbox_config(root: &Path, http: u16, https: u16, dirhost: PathBuf) -> Config {
+/// The config a sandbox rooted at `root` writes to `etc/dirhost/dirhost.toml`: every path
+/// dirhost writes is under `root`. Benchmarks and tests that need a config without a running
+/// sandbox start from this (never from `Config::default()`, which is the live system).
+pub fn sandbox_config(root: &Path, http: u16, https: u16, dirhost: PathBuf) -> Config {
     let conf = root.join("httpd.conf").to_string_lossy().into_owned();
     let s = |v: &str| v.to_string();
     Config {
@@ -630,6 +734,7 @@ fn sandbox_config(root: &Path, http: u16, https: u16, dirhost: PathBuf) -> Confi
             exim: root.join("etc/exim4"),
             dovecot: root.join("etc/dovecot"),
             templates: root.join("etc/dirhost/templates"),
+            skel: root.join("etc/dirhost/skel"),
         },
         commands: Commands {
             // `-k graceful` first checks the config, then signals the pid in our PidFile
@@ -643,12 +748,33 @@ fn sandbox_config(root: &Path, http: u16, https: u16, dirhost: PathBuf) -> Confi
             exim_reload: vec![s("true")],
             dovecot_test: vec![s("true")],
             dovecot_reload: vec![s("true")],
+            // PHP-FPM: the sandbox runs no PHP-FPM until a test starts one.
+            php_test: vec![s("true")],
+            php_reload: vec![s("true")],
             dirhost,
         },
         ports: Ports { http, https },
         web: Web {
             trusted_proxies: Vec::new(),
             hostname: s(HOSTNAME),
+            cgi: false,
+        },
+        acme: Default::default(),
+        watch: Default::default(),
+        // Replaced by mail::sandbox::config once the mail ports are chosen.
+        mail: Default::default(),
+        php: Php {
+            // Always on, whether or not PHP-FPM is installed, so every sandbox renders the
+            // same files; pools stay inside the root (see Sandbox::use_php_fpm).
+            enabled: true,
+            pool_dir: root.join(PHP_POOL_DIR),
+            socket_dir: root.join("run/php"),
+            ..Php::default()
+        },
+        // DNS hooks stay inside the sandbox.
+        dns: crate::config::Dns {
+            hooks_dir: root.join("etc/dirhost/dns-hooks.d"),
+            ..Default::default()
         },
     }
 }
@@ -782,6 +908,34 @@ IncludeOptional "{r}/etc/apache2/sites-enabled/*.conf"
     c
 }
 
+/// The private PHP-FPM master's config: everything inside `root`. The `sandbox` pool stands
+/// in for Debian's `www.conf` (PHP-FPM refuses a config without any pool); it starts no
+/// process, since nothing connects to its socket.
+fn php_fpm_conf(root: &Path) -> String {
+    let r = root.display();
+    format!(
+        r#"; Written by dirhost::sandbox: the private PHP-FPM master of the sandbox at {r},
+; started as `php-fpm<version> -y {r}/{PHP_FPM_CONF} -F`. Its pid, log and sockets stay
+; inside the sandbox; it includes the pools dirhost writes to {r}/{PHP_POOL_DIR}.
+[global]
+pid = {r}/run/php-fpm.pid
+error_log = {r}/logs/php-fpm.log
+daemonize = no
+; No rlimit_files: the master keeps the open-files limit it was started with (one listening
+; socket per pool).
+include = {r}/{PHP_POOL_DIR}/*.conf
+
+[sandbox]
+user = nobody
+group = nogroup
+listen = {r}/run/php/sandbox.sock
+listen.mode = 0600
+pm = ondemand
+pm.max_children = 1
+"#
+    )
+}
+
 /// Refuses a root that Apache's workers (www-data) could not reach: every ancestor must be
 /// searchable by them. (The root and the dirs below it are made 0755 by the layout.)
 fn check_www_data_can_reach(root: &Path) -> Result<()> {
@@ -830,6 +984,30 @@ fn free_port_pair() -> Result<(u16, u16)> {
         }
     }
     bail!("found no two unused loopback ports")
+}
+
+/// `N` distinct free loopback ports, not handed out before in this process.
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut probes = Vec::new();
+    let mut ports = [0u16; N];
+    let mut found = 0;
+    for _ in 0..(100 + N) {
+        if found == N {
+            break;
+        }
+        let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .context("failed to bind a probe socket on 127.0.0.1")?;
+        let port = probe.local_addr()?.port();
+        probes.push(probe);
+        if !handed_out.contains(&port) && !ports[..found].contains(&port) {
+            ports[found] = port;
+            found += 1;
+        }
+    }
+    ensure!(found == N, "found no {N} unused loopback ports");
+    handed_out.extend(ports);
+    Ok(ports)
 }
 
 /// Claims `port` for this process if nobody else in it has it and it can be bound now.
@@ -978,7 +1156,9 @@ mod tests {
             "etc/exim4",
             "etc/dovecot",
             "etc/dirhost/templates",
+            PHP_POOL_DIR,
             "run",
+            "run/php",
             "logs",
         ] {
             assert!(root.join(dir).is_dir(), "{dir} missing");

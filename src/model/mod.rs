@@ -107,6 +107,9 @@ pub struct CertSet {
     pub key_pem: String,
     /// Facts about the leaf.
     pub info: certs::CertInfo,
+    /// Names the site answers to that the certificate does not cover (HTTPS visitors of
+    /// those names see a certificate error).
+    pub uncovered: Vec<String>,
 }
 
 /// Reads all of /srv as of `now` (unix seconds, for certificate validity).
@@ -208,7 +211,8 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
 
     let existing: BTreeSet<String> = entries
         .iter()
-        .filter_map(|(n, _, _)| n.to_str().map(str::to_string))
+        .filter_map(|(n, _, _)| n.to_str())
+        .map(|n| validate::domain_name(n).unwrap_or_else(|_| n.to_string()))
         .collect();
     for (raw, ascii, st) in pending {
         let mut names = aliases.remove(&ascii).unwrap_or_default();
@@ -417,8 +421,15 @@ fn read_domain(
         cert: None,
         warnings,
     };
-    let (cert, cert_warnings) =
+    let (cert, mut cert_warnings) =
         current_cert_set(srv, raw, owner, &config_names, &domain.all_names(), now);
+    if let Some(c) = cert.as_ref().filter(|c| !c.uncovered.is_empty()) {
+        cert_warnings.push(format!(
+            "certificate set {} does not cover {}: HTTPS for those names shows a certificate error",
+            c.name,
+            c.uncovered.join(", ")
+        ));
+    }
     domain.cert = cert;
     domain.warnings.extend(cert_warnings);
     for w in &domain.warnings {
@@ -589,8 +600,15 @@ fn load_set(
             }
         }
     }
-    let info = certs::verify_set(&pem, names, now)
+    // The set must cover the domain itself; names it leaves out (a `www.` or alias whose DNS
+    // does not point here yet, so the CA could not validate it) are reported, not fatal.
+    let info = certs::verify_set(&pem, &names[..names.len().min(1)], now)
         .map_err(|e| format!("certificate set {set} is not usable: {e}"))?;
+    let uncovered: Vec<&str> = names
+        .iter()
+        .filter(|n| !certs::covers(&info.names, n))
+        .map(String::as_str)
+        .collect();
     let key = pem
         .keys
         .first()
@@ -600,6 +618,7 @@ fn load_set(
         chain_pem: certs::to_pem_certs(&pem.certs),
         key_pem: certs::to_pem_key(key),
         info,
+        uncovered: uncovered.into_iter().map(str::to_string).collect(),
     })
 }
 

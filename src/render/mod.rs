@@ -18,10 +18,16 @@ use crate::checksum;
 use crate::config::Config;
 use crate::model::{Domain, Model};
 
+pub mod mail;
+pub mod php;
+
 /// Which server a file belongs to: decides which config test and reload it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Service {
+    /// PHP-FPM (a pool per domain). Ordered first: apply reloads services in this order,
+    /// so a new site's pool exists before Apache sends it requests.
+    Php,
     /// Apache httpd.
     Apache,
     /// Exim (mail transfer).
@@ -36,6 +42,7 @@ impl std::fmt::Display for Service {
             Self::Apache => "apache",
             Self::Exim => "exim",
             Self::Dovecot => "dovecot",
+            Self::Php => "php-fpm",
         })
     }
 }
@@ -96,6 +103,18 @@ pub struct Desired {
 /// Built-in templates, by the relative name an admin override uses.
 pub const BUILTIN: &[(&str, &str)] = &[
     (
+        "exim/exim4.conf.tera",
+        include_str!("../../templates/exim/exim4.conf.tera"),
+    ),
+    (
+        "dovecot/local.conf.tera",
+        include_str!("../../templates/dovecot/local.conf.tera"),
+    ),
+    (
+        php::POOL_TEMPLATE,
+        include_str!("../../templates/php/pool.conf.tera"),
+    ),
+    (
         "apache/dirhost.conf.tera",
         include_str!("../../templates/apache/dirhost.conf.tera"),
     ),
@@ -124,6 +143,8 @@ pub struct Layout {
     pub acme_dir: PathBuf,
     /// `<state>/ssl`: verified copies of each domain's live certificate set.
     pub ssl_dir: PathBuf,
+    /// `[php] pool_dir`: one PHP-FPM pool file per domain.
+    pub php_pool_dir: PathBuf,
 }
 
 impl Layout {
@@ -137,6 +158,7 @@ impl Layout {
             conf_enabled: a.join("conf-enabled"),
             acme_dir: cfg.paths.state.join("acme-challenge"),
             ssl_dir: cfg.paths.state.join("ssl"),
+            php_pool_dir: cfg.php.pool_dir.clone(),
         }
     }
 
@@ -239,7 +261,19 @@ pub fn render(
     });
 
     for d in model.domains.values().filter(|d| d.web) {
-        match render_site(d, cfg, &layout, tera) {
+        // PHP first: a refused config/php or config/php.ini leaves the whole domain as it was.
+        // TODO(lead): move php::read into the model (a `php` field on Domain), so render stays
+        // a pure function of the model.
+        let rendered = crate::php::read(cfg, &cfg.paths.srv, d)
+            .map_err(anyhow::Error::msg)
+            .and_then(|state| {
+                let view = php::ApacheView::new(cfg, d, &state)?;
+                let pool = php::render_pool(d, &state, cfg, tera)?;
+                let (mut files, link) = render_site(d, cfg, &layout, tera, view)?;
+                files.extend(pool);
+                Ok((files, link))
+            });
+        match rendered {
             Ok((files, link)) => {
                 out.files.extend(files);
                 out.links.push(link);
@@ -249,6 +283,10 @@ pub fn render(
                 out.failed.insert(d.name.clone(), format!("{e:#}"));
             }
         }
+    }
+    // Mail problems never hold Apache back: the mail files are then left as they are.
+    if let Err(e) = mail::render(model, cfg, tera, &mut out) {
+        tracing::error!("mail: Exim's and Dovecot's configuration was not rendered: {e:#}");
     }
     Ok(out)
 }
@@ -274,10 +312,12 @@ struct SiteView {
     https_port_suffix: String,
     docroot: String,
     cgi_bin: String,
+    cgi: bool,
     override_dir: String,
     mandatory_ssl: bool,
     hsts: bool,
     ssl: Option<SslView>,
+    php: php::ApacheView,
 }
 
 #[derive(Serialize)]
@@ -292,6 +332,7 @@ fn render_site(
     cfg: &Config,
     layout: &Layout,
     tera: &tera::Tera,
+    php: php::ApacheView,
 ) -> Result<(Vec<DesiredFile>, DesiredLink)> {
     safe_path(&d.dir).context("the domain's directory name cannot be used in a config")?;
     let mut files = Vec::new();
@@ -330,10 +371,12 @@ fn render_site(
         },
         docroot: d.dir.join("public/htdocs").display().to_string(),
         cgi_bin: d.dir.join("public/cgi-bin").display().to_string(),
+        cgi: cfg.web.cgi,
         override_dir: cfg.paths.templates.display().to_string(),
         mandatory_ssl: d.mandatory_ssl,
         hsts: d.hsts,
         ssl,
+        php,
     };
     let text = tera
         .render(

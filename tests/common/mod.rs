@@ -37,7 +37,7 @@ pub fn apply(sb: &Sandbox, args: &[&str]) -> Output {
     let mut all = vec!["apply"];
     all.extend_from_slice(args);
     let out = dirhost(sb, &all);
-    if String::from_utf8_lossy(&out.stdout).contains("reloaded") {
+    if String::from_utf8_lossy(&out.stdout).contains("reloaded Apache") {
         sb.wait_apache_generation(before + 1)
             .expect("apache reload");
     }

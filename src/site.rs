@@ -1,0 +1,249 @@
+//! `dirhost site …`: creating, showing and removing domains by editing /srv.
+//!
+//! The tree stays the single source of truth: these commands only do what `mkdir`, `cp` and
+//! `mv` would, safely (through `safefs`, as the domain's owner), and then ask the pipeline to
+//! reconcile. They never delete a customer's content: `remove` moves the domain into an
+//! archive directory that only root can read.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Config;
+use crate::model::{self, MIN_OWNER_ID, validate};
+use crate::safefs::{self, Owner};
+
+/// Where `remove` puts domains: a hidden directory in /srv (the model ignores dot-names).
+pub const ARCHIVE_DIR: &str = ".dirhost-archive";
+
+/// Resolves `--owner`: a user name (uid and primary gid from the passwd database), or
+/// numeric `UID[:GID]` (no passwd entry needed, as for a directory chowned by number; GID
+/// defaults to the user's primary group, else to UID).
+pub fn resolve_owner(spec: &str) -> Result<Owner> {
+    let (uid_part, gid_part) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let owner = if let Ok(uid) = uid_part.parse::<u32>() {
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))?;
+        let gid = match gid_part {
+            Some(g) => g
+                .parse::<u32>()
+                .with_context(|| format!("{g:?} is not a numeric gid"))?,
+            None => user.map_or(uid, |u| u.gid.as_raw()),
+        };
+        Owner { uid, gid }
+    } else {
+        let Some(user) = nix::unistd::User::from_name(uid_part)? else {
+            bail!("no such user {uid_part:?}");
+        };
+        Owner {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        }
+    };
+    check_owner(owner, spec)?;
+    Ok(owner)
+}
+
+fn check_owner(owner: Owner, who: &str) -> Result<()> {
+    if owner.uid < MIN_OWNER_ID || owner.gid < MIN_OWNER_ID {
+        bail!(
+            "{who} has uid {} and gid {}: domains must be owned by a user with uid and gid >= {MIN_OWNER_ID}",
+            owner.uid,
+            owner.gid
+        );
+    }
+    Ok(())
+}
+
+/// Creates `/srv/<name>/public/htdocs` and `config/` owned by `owner`, then copies the
+/// skeleton (`[paths] skel`) into it. Returns the domain directory.
+pub fn add(cfg: &Config, name: &str, owner: Owner) -> Result<PathBuf> {
+    let ascii = validate::domain_name(name).with_context(|| format!("cannot add {name:?}"))?;
+    check_owner(owner, &format!("uid {}", owner.uid))?;
+    let srv = &cfg.paths.srv;
+    let dir = srv.join(name);
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        bail!("{} already exists", dir.display());
+    }
+    if ascii != name && srv.join(&ascii).exists() {
+        bail!("{} already exists (as {ascii})", name);
+    }
+    // /srv itself is root's: create the domain directory as the caller, hand it to the
+    // owner (lchown: never through a link), then work inside it as the owner.
+    std::fs::create_dir(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    std::os::unix::fs::lchown(&dir, Some(owner.uid), Some(owner.gid))
+        .with_context(|| format!("failed to chown {}", dir.display()))?;
+    let rel = |p: &str| PathBuf::from(name).join(p);
+    for sub in ["public/htdocs", "config"] {
+        safefs::mkdir_all(srv, &rel(sub), owner, 0o755)
+            .with_context(|| format!("failed to create {sub} in {}", dir.display()))?;
+    }
+    copy_skeleton(&cfg.paths.skel, srv, Path::new(name), owner)?;
+    Ok(dir)
+}
+
+/// Copies regular files and directories from `skel` into the domain, as the owner. Symlinks
+/// and special files in the skeleton are skipped; existing files are not overwritten.
+fn copy_skeleton(skel: &Path, srv: &Path, domain: &Path, owner: Owner) -> Result<()> {
+    if !skel.is_dir() {
+        return Ok(());
+    }
+    for entry in walkdir::WalkDir::new(skel).min_depth(1).follow_links(false) {
+        let entry =
+            entry.with_context(|| format!("failed to read the skeleton {}", skel.display()))?;
+        let rel_in_skel = entry.path().strip_prefix(skel).context("skeleton path")?;
+        let target = domain.join(rel_in_skel);
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            safefs::mkdir_all(srv, &target, owner, 0o755)?;
+        } else if ft.is_file() {
+            if safefs::stat(srv, &target)?.is_some() {
+                continue;
+            }
+            let bytes = std::fs::read(entry.path())
+                .with_context(|| format!("failed to read {}", entry.path().display()))?;
+            safefs::write_atomic(srv, &target, &bytes, owner, 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves `/srv/<name>` into the archive (or removes an alias symlink, which holds no
+/// content). Returns where the content went (`None` for an alias).
+pub fn remove(cfg: &Config, name: &str, now: i64) -> Result<Option<PathBuf>> {
+    let srv = &cfg.paths.srv;
+    let entry = find_entry(srv, name)?;
+    let path = srv.join(&entry);
+    let meta = std::fs::symlink_metadata(&path)
+        .with_context(|| format!("failed to stat {}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        std::fs::remove_file(&path)
+            .with_context(|| format!("failed to remove the alias {}", path.display()))?;
+        return Ok(None);
+    }
+    let archive = srv.join(ARCHIVE_DIR);
+    if !archive.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&archive)
+            .with_context(|| format!("failed to create {}", archive.display()))?;
+    }
+    let dest = archive.join(format!("{entry}.{now}"));
+    std::fs::rename(&path, &dest)
+        .with_context(|| format!("failed to move {} to {}", path.display(), dest.display()))?;
+    Ok(Some(dest))
+}
+
+/// The /srv entry for a name a user typed (ASCII or Unicode), or an error that suggests
+/// the closest existing domain.
+pub fn find_entry(srv: &Path, name: &str) -> Result<String> {
+    let wanted = validate::domain_name(&name.to_lowercase())
+        .with_context(|| format!("{name:?} is not a domain name"))?;
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(srv).with_context(|| format!("failed to list {}", srv.display()))? {
+        let Ok(n) = e
+            .with_context(|| format!("failed to list {}", srv.display()))?
+            .file_name()
+            .into_string()
+        else {
+            continue;
+        };
+        if n.starts_with('.') {
+            continue;
+        }
+        if n == wanted || validate::domain_name(&n).as_deref() == Ok(wanted.as_str()) {
+            return Ok(n);
+        }
+        names.push(n);
+    }
+    match suggest(&wanted, &names) {
+        Some(s) => bail!("no such domain {wanted} (did you mean {s}?)"),
+        None => bail!("no such domain {wanted} in {}", srv.display()),
+    }
+}
+
+/// The candidate closest to `name` by edit distance, if it is close (at most 2 edits, or a
+/// third of the name's length for long names).
+pub fn suggest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
+    let limit = (name.len() / 3).max(2);
+    candidates
+        .iter()
+        .map(|c| (levenshtein(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c.as_str())
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// One domain, as `site list` and `site show` print it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SiteInfo {
+    /// ASCII name.
+    pub domain: String,
+    /// Owner uid and gid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Served on the web (`public/htdocs` exists).
+    pub web: bool,
+    /// Other names.
+    pub aliases: Vec<String>,
+    /// Live certificate set, if any.
+    pub certificate_set: Option<String>,
+    /// Problems that do not stop the domain.
+    pub warnings: Vec<String>,
+}
+
+/// Every valid domain, plus the skipped entries with their reasons.
+pub fn list(cfg: &Config, now: i64) -> Result<(Vec<SiteInfo>, Vec<model::Skipped>)> {
+    let m = model::load(&cfg.paths.srv, now)?;
+    let sites = m
+        .domains
+        .values()
+        .map(|d| SiteInfo {
+            domain: d.name.clone(),
+            uid: d.uid,
+            gid: d.gid,
+            web: d.web,
+            aliases: d.aliases.clone(),
+            certificate_set: d.cert.as_ref().map(|c| c.name.clone()),
+            warnings: d.warnings.clone(),
+        })
+        .collect();
+    Ok((sites, m.skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        let c: Vec<String> = ["example.com", "example.org", "shop.example.net"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(suggest("exmaple.com", &c), Some("example.com"));
+        assert_eq!(suggest("example.co", &c), Some("example.com"));
+        assert_eq!(suggest("example.org", &c), Some("example.org"));
+        assert_eq!(suggest("totally-different.test", &c), None);
+        assert_eq!(levenshtein("", "abc"), 3);
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+    }
+}
