@@ -37,6 +37,8 @@ pub struct Config {
     pub php: Php,
     /// `dirhost dns export`: addresses, name servers, CAA, hooks.
     pub dns: Dns,
+    /// Webmail: Roundcube at https://<domain>/webmail/ (see `webmail::Settings`).
+    pub webmail: crate::webmail::Settings,
 }
 
 /// `[paths]`.
@@ -673,6 +675,7 @@ impl Config {
         self.watch.validate()?;
         self.mail.validate()?;
         self.php.validate()?;
+        self.webmail.validate()?;
         self.dns.validate()
     }
 

@@ -25,3 +25,4 @@ pub mod safefs;
 pub mod sandbox;
 pub mod site;
 pub mod watch;
+pub mod webmail;

@@ -127,6 +127,8 @@ pub fn reconcile_model(
     if !req.dry_run {
         // Each PHP domain's own tmp/ and sessions/ directories, created as its owner.
         report.warnings.extend(crate::php::prepare(cfg, model));
+        // The webmail's database, temp and log directories and its des_key.
+        report.warnings.extend(crate::webmail::prepare(cfg));
         report.outcome = apply::apply(&plan, cfg, &layout)?;
     }
     report.plan = plan;

@@ -776,6 +776,16 @@ pub fn sandbox_config(root: &Path, http: u16, https: u16, dirhost: PathBuf) -> C
             hooks_dir: root.join("etc/dirhost/dns-hooks.d"),
             ..Default::default()
         },
+        // Webmail is off until a test turns it on (tests/webmail.rs); its files stay inside
+        // the root, and its pool runs as a numeric user with no passwd entry.
+        webmail: crate::webmail::Settings {
+            enabled: false,
+            config_dir: root.join("etc/dirhost/roundcube"),
+            log_dir: root.join("logs/webmail"),
+            user: s("2999"),
+            group: s("2999"),
+            ..Default::default()
+        },
     }
 }
 

@@ -126,6 +126,22 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "apache/site-body.tera",
         include_str!("../../templates/apache/site-body.tera"),
     ),
+    (
+        crate::webmail::render::APACHE_TEMPLATE,
+        include_str!("../../templates/apache/webmail.tera"),
+    ),
+    (
+        crate::webmail::render::CONFIG_TEMPLATE,
+        include_str!("../../templates/roundcube/config.inc.php.tera"),
+    ),
+    (
+        crate::webmail::render::DEFAULTS_TEMPLATE,
+        include_str!("../../templates/roundcube/defaults.inc.php.tera"),
+    ),
+    (
+        crate::webmail::render::POOL_TEMPLATE,
+        include_str!("../../templates/roundcube/pool.conf.tera"),
+    ),
 ];
 
 /// Where dirhost's generated files live, all derived from the config in one place.
@@ -269,7 +285,8 @@ pub fn render(
             .and_then(|state| {
                 let view = php::ApacheView::new(cfg, d, &state)?;
                 let pool = php::render_pool(d, &state, cfg, tera)?;
-                let (mut files, link) = render_site(d, cfg, &layout, tera, view)?;
+                let webmail = crate::webmail::site_view(cfg, d)?;
+                let (mut files, link) = render_site(d, cfg, &layout, tera, view, webmail)?;
                 files.extend(pool);
                 Ok((files, link))
             });
@@ -287,6 +304,9 @@ pub fn render(
     // Mail problems never hold Apache back: the mail files are then left as they are.
     if let Err(e) = mail::render(model, cfg, tera, &mut out) {
         tracing::error!("mail: Exim's and Dovecot's configuration was not rendered: {e:#}");
+    }
+    if let Err(e) = crate::webmail::render(cfg, tera, &mut out) {
+        tracing::error!("webmail: Roundcube's configuration was not rendered: {e:#}");
     }
     Ok(out)
 }
@@ -318,6 +338,7 @@ struct SiteView {
     hsts: bool,
     ssl: Option<SslView>,
     php: php::ApacheView,
+    webmail: Option<crate::webmail::ApacheView>,
 }
 
 #[derive(Serialize)]
@@ -333,6 +354,7 @@ fn render_site(
     layout: &Layout,
     tera: &tera::Tera,
     php: php::ApacheView,
+    webmail: Option<crate::webmail::ApacheView>,
 ) -> Result<(Vec<DesiredFile>, DesiredLink)> {
     safe_path(&d.dir).context("the domain's directory name cannot be used in a config")?;
     let mut files = Vec::new();
@@ -377,6 +399,7 @@ fn render_site(
         hsts: d.hsts,
         ssl,
         php,
+        webmail,
     };
     let text = tera
         .render(
