@@ -91,6 +91,8 @@ impl Default for Settings {
                 "/var/lib/roundcube",
                 "/usr/share/php",
                 "/usr/share/javascript",
+                "/usr/share/nodejs",
+                "/etc/roundcube/plugins",
             ]
             .iter()
             .map(PathBuf::from)
@@ -331,8 +333,7 @@ fn valid_key(k: &str) -> bool {
     k.len() == DES_KEY_LEN && k.bytes().all(|b| KEY_ALPHABET.contains(&b))
 }
 
-const KEY_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const KEY_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// A fresh random key (64-letter alphabet: 6 bits a character, 144 bits in all, unbiased).
 pub fn new_des_key() -> Result<String> {

@@ -238,8 +238,14 @@ mod tests {
         render(&c, &tera(), &mut out).unwrap();
         assert_eq!(out.files.len(), 3);
         for f in &out.files {
-            assert_eq!((f.service, f.kind, f.domain.as_deref()), (Service::Php, FileKind::Config, None));
-            assert_eq!(checksum::inspect(f.contents.as_bytes()), checksum::Seal::Intact);
+            assert_eq!(
+                (f.service, f.kind, f.domain.as_deref()),
+                (Service::Php, FileKind::Config, None)
+            );
+            assert_eq!(
+                checksum::inspect(f.contents.as_bytes()),
+                checksum::Seal::Intact
+            );
         }
         let config = &out.files[0].contents;
         assert!(out.files[0].path.ends_with("roundcube/config.inc.php"));
@@ -255,7 +261,10 @@ mod tests {
         }
         assert!(!config.contains("des_key'] = '"), "no secret in the file");
         let defaults = &out.files[1].contents;
-        assert!(defaults.contains("include '/etc/roundcube/defaults.inc.php';"), "{defaults}");
+        assert!(
+            defaults.contains("include '/etc/roundcube/defaults.inc.php';"),
+            "{defaults}"
+        );
         let pool = &out.files[2].contents;
         for want in [
             "[dirhost-webmail]\n",
@@ -273,7 +282,11 @@ mod tests {
         any.webmail.any_domain = true;
         let mut out = Desired::default();
         render(&any, &tera(), &mut out).unwrap();
-        assert!(out.files[0].contents.contains("$config['username_domain_forced'] = false;"));
+        assert!(
+            out.files[0]
+                .contents
+                .contains("$config['username_domain_forced'] = false;")
+        );
 
         let mut off = c.clone();
         off.webmail.enabled = false;

@@ -1,0 +1,253 @@
+//! Webmail (issue 12): Debian's Roundcube at https://<domain>/webmail/, served by the
+//! sandbox's real Apache through a real private PHP-FPM (`common/php.rs`), logging in to the
+//! sandbox's real Dovecot and sending through its real Exim (`common/mail.rs`). Nothing here
+//! touches a path outside the sandbox's temp root (Debian's /etc/roundcube is only read).
+
+mod common;
+#[path = "common/mail.rs"]
+mod mail;
+#[path = "common/php.rs"]
+mod php_fpm;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use mail::{MailWorld, add_mail_domain, add_mailbox, mail_world_with};
+use php_fpm::PhpFpm;
+
+/// The domain whose webmail the tests use, and a second one.
+const D: &str = "mail-a.test";
+const E: &str = "mail-b.test";
+
+/// A mail world (Apache, Exim, Dovecot) plus PHP-FPM, with webmail on, two mail domains
+/// with a self-signed certificate each and one mailbox each. Drop order: PHP-FPM, then the
+/// mail servers, then the sandbox.
+struct World {
+    _fpm: PhpFpm,
+    w: MailWorld,
+    ca: PathBuf,
+}
+
+impl std::ops::Deref for World {
+    type Target = MailWorld;
+    fn deref(&self) -> &MailWorld {
+        &self.w
+    }
+}
+
+fn world() -> World {
+    let mut w = mail_world_with(|cfg| cfg.webmail.enabled = true);
+    let fpm = PhpFpm::start(&mut w.sb);
+    let ca = w.root().join("webmail-ca.pem");
+    let mut bundle = String::new();
+    for (domain, uid) in [(D, OWNER), (E, OTHER)] {
+        w.add_site(domain, uid, &format!("site of {domain}"))
+            .unwrap();
+        add_mail_domain(&w, domain, uid);
+        let (crt, key) = self_signed(w.root(), &[domain, &format!("www.{domain}")], 30);
+        put(&w, domain, "config/ssl/sets/0/ssl.crt", &crt, uid);
+        put(&w, domain, "config/ssl/sets/0/ssl.key", &key, uid);
+        std::os::unix::fs::symlink("sets/0", w.srv().join(domain).join("config/ssl/current"))
+            .unwrap();
+        bundle.push_str(&crt);
+    }
+    std::fs::write(&ca, bundle).unwrap();
+    add_mailbox(&w, D, "alice", Some("alice-secret"), OWNER);
+    add_mailbox(&w, D, "bob", Some("bob-secret"), OWNER);
+    add_mailbox(&w, E, "carol", Some("carol-secret"), OTHER);
+    let world = World { _fpm: fpm, w, ca };
+    world.apply();
+    world
+}
+
+impl World {
+    /// `dirhost apply`, waiting for every reload it did (Apache, PHP-FPM, Exim, Dovecot).
+    fn apply(&self) -> std::process::Output {
+        let php = self.sb.php_fpm_generation();
+        let out = self.w.apply(&[]);
+        if stdout(&out).contains("reloaded Php") {
+            self.sb.wait_php_fpm_generation(php + 1).unwrap();
+        }
+        out
+    }
+
+    /// curl against the sandbox's HTTPS port for `host` (trusting the test certificates).
+    fn https(&self, host: &str, path: &str, extra: &[&str]) -> (u16, String, String) {
+        let port = self.https_port();
+        curl_full(
+            &[
+                "--cacert",
+                &self.ca.display().to_string(),
+                "--resolve",
+                &format!("{host}:{port}:127.0.0.1"),
+                &format!("https://{host}:{port}{path}"),
+            ],
+            extra,
+        )
+    }
+
+    fn logs(&self) -> String {
+        let webmail = self.sb.config().webmail.log_dir.clone();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "--- apache ---\n{}\n--- php-fpm ---\n{}\n--- roundcube errors ---\n{}\n{}",
+            tail(&self.sb.apache_error_log()),
+            tail(&self.sb.php_fpm_log()),
+            tail(&read(&webmail.join("errors.log"))),
+            self.servers.logs()
+        )
+    }
+}
+
+fn tail(s: &str) -> String {
+    let l: Vec<&str> = s.lines().collect();
+    l[l.len().saturating_sub(30)..].join("\n")
+}
+
+/// `curl -sS ARGS EXTRA`: (status, headers, body).
+fn curl_full(args: &[&str], extra: &[&str]) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-D", "-", "-o", "-"])
+        .args(extra)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "curl {args:?}: {}", stderr(&out));
+    // With -L, each response's header block comes first: the last one is the answer.
+    let (mut head, mut body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    while body.starts_with("HTTP/") {
+        (head, body) = body.split_once("\r\n\r\n").unwrap_or((body, ""));
+    }
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// A Roundcube login over HTTP (curl with a cookie jar): Ok(the mailbox page) or Err(the
+/// login page it came back to).
+fn http_login(w: &World, host: &str, user: &str, pass: &str) -> Result<String, String> {
+    let jar = tempfile::NamedTempFile::new().unwrap();
+    let jar = jar.path().display().to_string();
+    let cookies = ["-c", jar.as_str(), "-b", jar.as_str()];
+    let (status, _, page) = w.https(host, "/webmail/", &cookies);
+    assert_eq!(status, 200, "{page}\n{}", w.logs());
+    let token = page
+        .split("name=\"_token\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no _token in the login page:\n{page}"))
+        .to_string();
+    let mut args: Vec<&str> = cookies.to_vec();
+    let form = [
+        format!("_token={token}"),
+        "_task=login".into(),
+        "_action=login".into(),
+        "_timezone=UTC".into(),
+        format!("_user={user}"),
+        format!("_pass={pass}"),
+    ];
+    for f in &form {
+        args.extend(["--data-urlencode", f.as_str()]);
+    }
+    args.push("-L");
+    let (status, _, page) = w.https(host, "/webmail/?_task=login", &args);
+    assert!(
+        status == 200 || status == 401,
+        "{status}\n{page}\n{}",
+        w.logs()
+    );
+    if page.contains("rcmloginuser") || !page.contains("_task=mail") {
+        Err(page)
+    } else {
+        Ok(page)
+    }
+}
+
+#[test]
+fn webmail_is_https_only_per_domain_and_refuses_bad_logins() {
+    let w = world();
+    // Plain HTTP redirects to HTTPS, for /webmail and everything below it.
+    for path in ["/webmail/", "/webmail", "/webmail/?_task=mail"] {
+        let r = w.sb.http_get(D, path).unwrap();
+        assert_eq!(r.status, 301, "{path}: {r:?}");
+        let want = format!("https://{D}:{}{path}", w.https_port());
+        assert_eq!(r.header("location"), Some(want.as_str()), "{path}");
+    }
+    // The site itself still answers on HTTP.
+    assert_eq!(w.sb.http_get(D, "/").unwrap().body, format!("site of {D}"));
+
+    // HTTPS serves Roundcube's login page, run by the webmail's own pool.
+    let (status, head, page) = w.https(D, "/webmail/", &[]);
+    assert_eq!(status, 200, "{head}{page}\n{}", w.logs());
+    assert!(page.contains("rcmloginuser"), "{page}");
+    assert!(!page.contains("<?php"));
+    // No other PHP file is run or served, and Roundcube's internals stay hidden.
+    for path in [
+        "/webmail/program/include/iniset.php",
+        "/webmail/plugins/jqueryui/jqueryui.php",
+        "/webmail/config/config.inc.php",
+    ] {
+        let (status, _, body) = w.https(D, path, &[]);
+        assert!(status == 403 || status == 404, "{path}: {status} {body}");
+    }
+
+    // Right password in, wrong password out; the failure is logged for fail2ban.
+    http_login(&w, D, "alice", "alice-secret").unwrap_or_else(|p| panic!("{p}\n{}", w.logs()));
+    http_login(&w, D, &format!("bob@{D}"), "bob-secret").unwrap();
+    assert!(http_login(&w, D, "alice", "wrong").is_err());
+    let errors = std::fs::read_to_string(w.sb.config().webmail.log_dir.join("errors.log"))
+        .unwrap_or_default();
+    // (The line fail2ban's stock roundcube-auth filter matches.)
+    assert!(
+        errors.contains(&format!(
+            "IMAP Error: Login failed for alice@{D} against 127.0.0.1 from 127.0.0.1."
+        )),
+        "{errors}"
+    );
+    let logins = std::fs::read_to_string(w.sb.config().webmail.log_dir.join("userlogins.log"))
+        .unwrap_or_default();
+    assert!(
+        logins.contains(&format!("Successful login for alice@{D}"))
+            && logins.contains("Failed login for alice from 127.0.0.1"),
+        "{logins}"
+    );
+
+    // Another domain's mailbox cannot log in through this domain's webmail, even with its
+    // right password; through its own domain it can.
+    assert!(http_login(&w, D, &format!("carol@{E}"), "carol-secret").is_err());
+    assert!(http_login(&w, D, "carol", "carol-secret").is_err());
+    http_login(&w, E, &format!("carol@{E}"), "carol-secret").unwrap();
+
+    // The state: des_key made once, root:<pool group> 0640, and the database the pool's.
+    let state = w.sb.config().paths.state.join("webmail");
+    let key = state.join("des_key");
+    let m = std::fs::metadata(&key).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (0, 2999, 0o640));
+    let k1 = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(k1.trim().len(), 24);
+    let db = state.join("db/roundcube.sqlite");
+    assert_eq!(std::fs::metadata(&db).unwrap().uid(), 2999);
+    // Debian's package config is never written (nor read by the pool: it cannot).
+    let cfg_dir = &w.sb.config().webmail.config_dir;
+    assert!(cfg_dir.join("config.inc.php").is_file());
+    w.apply();
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), k1, "des_key kept");
+
+    // config/webmail = false: /webmail/ is the site's own path again (404 here).
+    put(&w, D, "config/webmail", "false\n", OWNER);
+    w.apply();
+    let (status, _, _) = w.https(D, "/webmail/", &[]);
+    assert_eq!(status, 404);
+    assert_eq!(w.sb.http_get(D, "/webmail/").unwrap().status, 404);
+    // The other domain keeps its webmail.
+    assert_eq!(w.https(E, "/webmail/", &[]).0, 200);
+    let _ = Duration::from_secs(0);
+}
