@@ -18,6 +18,8 @@ ensure_packages apache2 apache2-utils exim4-daemon-heavy dovecot-imapd dovecot-p
     libnet-ssleay-perl libio-socket-ssl-perl python3-dkim \
     php-fpm procps \
     bind9-utils python3-venv
+# Webmail (tests/webmail.rs): Debian's Roundcube with SQLite, driven by headless Chromium.
+ensure_packages roundcube-core roundcube-sqlite3 chromium chromium-driver
 ensure_octodns
 ensure_cargo
 # The tests start (and stop) their own private servers on loopback ports; nothing to start here.

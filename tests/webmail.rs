@@ -3,6 +3,8 @@
 //! sandbox's real Dovecot and sending through its real Exim (`common/mail.rs`). Nothing here
 //! touches a path outside the sandbox's temp root (Debian's /etc/roundcube is only read).
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 #[path = "common/mail.rs"]
 mod mail;
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use browser::Browser;
 use common::*;
 use mail::{MailWorld, add_mail_domain, add_mailbox, mail_world_with};
 use php_fpm::PhpFpm;
@@ -29,6 +32,8 @@ struct World {
     _fpm: PhpFpm,
     w: MailWorld,
     ca: PathBuf,
+    /// The certificate of D (PEM), for the browser to trust.
+    cert_d: String,
 }
 
 impl std::ops::Deref for World {
@@ -43,6 +48,7 @@ fn world() -> World {
     let fpm = PhpFpm::start(&mut w.sb);
     let ca = w.root().join("webmail-ca.pem");
     let mut bundle = String::new();
+    let mut cert_d = String::new();
     for (domain, uid) in [(D, OWNER), (E, OTHER)] {
         w.add_site(domain, uid, &format!("site of {domain}"))
             .unwrap();
@@ -52,13 +58,21 @@ fn world() -> World {
         put(&w, domain, "config/ssl/sets/0/ssl.key", &key, uid);
         std::os::unix::fs::symlink("sets/0", w.srv().join(domain).join("config/ssl/current"))
             .unwrap();
+        if domain == D {
+            cert_d = crt.clone();
+        }
         bundle.push_str(&crt);
     }
     std::fs::write(&ca, bundle).unwrap();
     add_mailbox(&w, D, "alice", Some("alice-secret"), OWNER);
     add_mailbox(&w, D, "bob", Some("bob-secret"), OWNER);
     add_mailbox(&w, E, "carol", Some("carol-secret"), OTHER);
-    let world = World { _fpm: fpm, w, ca };
+    let world = World {
+        _fpm: fpm,
+        w,
+        ca,
+        cert_d,
+    };
     world.apply();
     world
 }
@@ -249,5 +263,120 @@ fn webmail_is_https_only_per_domain_and_refuses_bad_logins() {
     assert_eq!(w.sb.http_get(D, "/webmail/").unwrap().status, 404);
     // The other domain keeps its webmail.
     assert_eq!(w.https(E, "/webmail/", &[]).0, 200);
-    let _ = Duration::from_secs(0);
+
+    // Roundcube never needed anything outside what its pool may read.
+    let fpm_log = w.sb.php_fpm_log()
+        + &std::fs::read_to_string(w.sb.config().webmail.log_dir.join("errors.log"))
+            .unwrap_or_default();
+    assert!(
+        !fpm_log.contains("open_basedir restriction"),
+        "{}",
+        tail(&fpm_log)
+    );
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn a_browser_reads_mail_sent_over_smtp_and_sends_mail_to_another_mailbox() {
+    let w = world();
+    // A message for alice, over SMTP to the real Exim.
+    let subject = "Hello from SMTP";
+    mail::smtp_send(
+        w.smtp_port(),
+        "sender@elsewhere.test",
+        &[&format!("alice@{D}")],
+        &mail::message(
+            "sender@elsewhere.test",
+            &format!("alice@{D}"),
+            subject,
+            "Read me in the browser.",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        mail::wait_count(&w.maildir(D, "alice"), 1, WAIT),
+        1,
+        "{}",
+        w.logs()
+    );
+
+    let b = Browser::start_with(&[
+        Browser::trust_cert_arg(&w.cert_d).unwrap(),
+        "--window-size=1400,1000".into(),
+    ])
+    .unwrap();
+    let base = format!("https://{D}:{}/webmail/", w.https_port());
+    let shot = |name: &str| {
+        let _ = b.screenshot(&w.root().join(format!("{name}.png")));
+    };
+    let fail = |what: &str, e: anyhow::Error| -> ! {
+        shot("failure");
+        panic!(
+            "{what}: {e:#}\nurl: {:?}\n{}\n--- chromedriver ---\n{}",
+            b.current_url(),
+            w.logs(),
+            tail(&b.driver_log())
+        )
+    };
+
+    // Plain HTTP is sent to HTTPS, in the browser too.
+    b.goto(&format!("http://{D}:{}/webmail/", w.http_port()))
+        .unwrap_or_else(|e| fail("goto http", e));
+    b.wait_for("#rcmloginuser", WAIT)
+        .unwrap_or_else(|e| fail("login form", e));
+    assert!(
+        b.current_url().unwrap().starts_with(&base),
+        "{:?}",
+        b.current_url()
+    );
+
+    // A wrong password is refused: the login form comes back with an error.
+    b.fill("#rcmloginuser", "alice").unwrap();
+    b.fill("#rcmloginpwd", "not-her-password").unwrap();
+    b.click("#rcmloginsubmit").unwrap();
+    b.wait_for_text("Login failed", WAIT)
+        .unwrap_or_else(|e| fail("wrong password refused", e));
+    b.wait_for("#rcmloginuser", WAIT).unwrap();
+
+    // The right one: the message sent over SMTP is in the inbox.
+    b.fill("#rcmloginuser", "alice").unwrap();
+    b.fill("#rcmloginpwd", "alice-secret").unwrap();
+    b.click("#rcmloginsubmit").unwrap();
+    b.wait_for_text(subject, WAIT)
+        .unwrap_or_else(|e| fail("message in the inbox", e));
+    shot("inbox");
+
+    // Compose one to bob and send it through the real Exim (SMTP AUTH as alice).
+    b.goto(&format!("{base}?_task=mail&_action=compose"))
+        .unwrap_or_else(|e| fail("compose", e));
+    b.wait_for("#compose-subject", WAIT)
+        .unwrap_or_else(|e| fail("compose form", e));
+    let sent_subject = "Sent from the webmail";
+    b.fill("#compose_to .recipient-input input", &format!("bob@{D}, "))
+        .unwrap_or_else(|e| fail("recipient", e));
+    b.fill("#compose-subject", sent_subject).unwrap();
+    b.fill("#composebody", "Typed in Chromium, delivered by Exim.")
+        .unwrap();
+    shot("compose");
+    b.click("button.btn.btn-primary.send")
+        .unwrap_or_else(|e| fail("send", e));
+    let bob = w.maildir(D, "bob");
+    if mail::wait_count(&bob, 1, WAIT) != 1 {
+        fail("bob's Maildir", anyhow::anyhow!("no message arrived"));
+    }
+    let msg = &mail::messages(&bob)[0];
+    assert!(msg.contains(&format!("Subject: {sent_subject}")), "{msg}");
+    assert!(msg.contains(&format!("From: alice@{D}")), "{msg}");
+    assert!(
+        msg.contains("Typed in Chromium, delivered by Exim."),
+        "{msg}"
+    );
+    // Exim took it from an authenticated client.
+    let mainlog = std::fs::read_to_string(w.root().join("logs/exim/mainlog")).unwrap();
+    assert!(
+        mainlog.contains(&format!("A=dovecot_plain:alice@{D}"))
+            || mainlog.contains(&format!("A=dovecot_login:alice@{D}")),
+        "{mainlog}"
+    );
 }
