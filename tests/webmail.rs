@@ -24,6 +24,8 @@ use php_fpm::PhpFpm;
 /// The domain whose webmail the tests use, and a second one.
 const D: &str = "mail-a.test";
 const E: &str = "mail-b.test";
+/// The sandbox's `[web] hostname`.
+const HOST: &str = "dirhost.test";
 
 /// A mail world (Apache, Exim, Dovecot) plus PHP-FPM, with webmail on, two mail domains
 /// with a self-signed certificate each and one mailbox each. Drop order: PHP-FPM, then the
@@ -49,10 +51,13 @@ fn world() -> World {
     let ca = w.root().join("webmail-ca.pem");
     let mut bundle = String::new();
     let mut cert_d = String::new();
-    for (domain, uid) in [(D, OWNER), (E, OTHER)] {
+    // D and E have mailboxes; the host's own name (HOST) is a site without any.
+    for (domain, uid) in [(D, OWNER), (E, OTHER), (HOST, OWNER)] {
         w.add_site(domain, uid, &format!("site of {domain}"))
             .unwrap();
-        add_mail_domain(&w, domain, uid);
+        if domain != HOST {
+            add_mail_domain(&w, domain, uid);
+        }
         let (crt, key) = self_signed(w.root(), &[domain, &format!("www.{domain}")], 30);
         put(&w, domain, "config/ssl/sets/0/ssl.crt", &crt, uid);
         put(&w, domain, "config/ssl/sets/0/ssl.key", &key, uid);
@@ -239,6 +244,11 @@ fn webmail_is_https_only_per_domain_and_refuses_bad_logins() {
     assert!(http_login(&w, D, &format!("carol@{E}"), "carol-secret").is_err());
     assert!(http_login(&w, D, "carol", "carol-secret").is_err());
     http_login(&w, E, &format!("carol@{E}"), "carol-secret").unwrap();
+    // The host's own name serves webmail for every domain's full addresses.
+    assert_eq!(w.config().web.hostname, HOST);
+    http_login(&w, HOST, &format!("carol@{E}"), "carol-secret").unwrap();
+    http_login(&w, HOST, &format!("alice@{D}"), "alice-secret").unwrap();
+    assert!(http_login(&w, HOST, "alice", "alice-secret").is_err());
 
     // The state: des_key made once, root:<pool group> 0640, and the database the pool's.
     let state = w.sb.config().paths.state.join("webmail");

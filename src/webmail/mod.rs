@@ -248,12 +248,12 @@ pub fn enabled(cfg: &Config) -> bool {
     cfg.webmail.enabled && cfg.php.enabled
 }
 
-/// Whether `d` gets `/webmail/`: it has a `mailboxes/` directory and its `config/webmail`
-/// does not switch it off. Read through `safefs` as the owner. `Err` for a `config/webmail`
-/// that is neither on nor off (or cannot be read safely): the caller leaves the domain as it
-/// was rather than guess.
+/// Whether `d` gets `/webmail/`: it has a `mailboxes/` directory (or is the host's own name,
+/// `host`) and its `config/webmail` does not switch it off. Read through `safefs` as the
+/// owner. `Err` for a `config/webmail` that is neither on nor off (or cannot be read safely):
+/// the caller leaves the domain as it was rather than guess.
 // TODO(lead): move into the model with php::read (a `webmail` flag on Domain).
-pub fn wanted(srv: &Path, d: &Domain) -> Result<bool, String> {
+pub fn wanted(srv: &Path, d: &Domain, host: bool) -> Result<bool, String> {
     let rel = PathBuf::from(&d.dir_name);
     let mailboxes = matches!(
         safefs::stat(srv, &rel.join("mailboxes")),
@@ -268,7 +268,7 @@ pub fn wanted(srv: &Path, d: &Domain) -> Result<bool, String> {
     .map_err(|e| format!("config/webmail: {e}"))?;
     match Flag::parse(raw.as_deref()).map_err(|e| format!("config/webmail: {e}"))? {
         Flag::False => Ok(false),
-        Flag::Unset | Flag::True => Ok(mailboxes),
+        Flag::Unset | Flag::True => Ok(mailboxes || host),
         Flag::Value(v) => Err(format!(
             "config/webmail says {:?}: it must be empty, true/yes (webmail on) or false/no (off)",
             v.trim()

@@ -35,13 +35,22 @@ pub struct ApacheView {
     pub public_dir: String,
     /// The webmail pool's socket.
     pub socket: String,
+    /// A full address of any hosted domain may log in here: the host's own name
+    /// (`[web] hostname`), or everywhere with `[webmail] any_domain`.
+    pub any_domain: bool,
 }
 
 /// The webmail view for a served domain, `None` when it gets no webmail (no mailboxes,
-/// `config/webmail` off, webmail not enabled or not usable on this server). `Err` for a bad
-/// `config/webmail`: the domain is then left as it was.
+/// `config/webmail` off, webmail not enabled or not usable on this server). The host's own
+/// name (`[web] hostname`, when it is a served domain) gets webmail without mailboxes of its
+/// own, for every domain's users. `Err` for a bad `config/webmail`: the domain is then left
+/// as it was.
 pub fn site_view(cfg: &Config, d: &Domain) -> Result<Option<ApacheView>> {
-    if !enabled(cfg) || !wanted(&cfg.paths.srv, d).map_err(anyhow::Error::msg)? {
+    if !enabled(cfg) {
+        return Ok(None);
+    }
+    let host = d.name == cfg.hostname();
+    if !wanted(&cfg.paths.srv, d, host).map_err(anyhow::Error::msg)? {
         return Ok(None);
     }
     // Unusable webmail (say its user is missing) is reported once by `render`; the sites
@@ -53,6 +62,7 @@ pub fn site_view(cfg: &Config, d: &Domain) -> Result<Option<ApacheView>> {
     Ok(Some(ApacheView {
         public_dir: cfg.webmail.public_dir.display().to_string(),
         socket: l.socket.display().to_string(),
+        any_domain: host || cfg.webmail.any_domain,
     }))
 }
 
@@ -253,7 +263,8 @@ mod tests {
             "'sqlite:////tmp/sb/state/webmail/db/roundcube.sqlite?mode=0600'",
             "file_get_contents('/tmp/sb/state/webmail/des_key')",
             "$config['imap_host'] = 'ssl://127.0.0.1:",
-            "$config['username_domain_forced'] = true;",
+            "$dirhost_any = false ||",
+            "$config['username_domain_forced'] = !$dirhost_any;",
             "$config['log_logins'] = true;",
             "$config['login_rate_limit'] = 3;",
         ] {
@@ -282,11 +293,7 @@ mod tests {
         any.webmail.any_domain = true;
         let mut out = Desired::default();
         render(&any, &tera(), &mut out).unwrap();
-        assert!(
-            out.files[0]
-                .contents
-                .contains("$config['username_domain_forced'] = false;")
-        );
+        assert!(out.files[0].contents.contains("$dirhost_any = true ||"));
 
         let mut off = c.clone();
         off.webmail.enabled = false;
