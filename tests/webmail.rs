@@ -265,6 +265,27 @@ fn webmail_is_https_only_per_domain_and_refuses_bad_logins() {
     w.apply();
     assert_eq!(std::fs::read_to_string(&key).unwrap(), k1, "des_key kept");
 
+    // Roundcube's config is sealed: a hand edit is kept (and live), reported, and only
+    // `--force` puts dirhost's version back.
+    let conf = cfg_dir.join("config.inc.php");
+    let original = std::fs::read_to_string(&conf).unwrap();
+    let edited = original.replace(
+        "'product_name'] = 'Webmail'",
+        "'product_name'] = 'Hand made'",
+    );
+    assert_ne!(edited, original);
+    std::fs::write(&conf, &edited).unwrap();
+    let out = w.apply();
+    let said = stdout(&out) + &stderr(&out);
+    assert!(
+        said.contains("edited by hand") && said.contains("config.inc.php"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited);
+    assert!(w.https(D, "/webmail/", &[]).2.contains("Hand made"));
+    w.w.apply(&["--force"]);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), original);
+
     // config/webmail = false: /webmail/ is the site's own path again (404 here).
     put(&w, D, "config/webmail", "false\n", OWNER);
     w.apply();

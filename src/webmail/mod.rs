@@ -446,6 +446,54 @@ mod tests {
     }
 
     #[test]
+    fn webmail_follows_mailboxes_and_the_switch() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let srv = tmp.path();
+        let dir = srv.join("example.com");
+        std::fs::create_dir_all(dir.join("config")).unwrap();
+        let m = std::fs::metadata(&dir).unwrap();
+        let d = Domain {
+            name: "example.com".into(),
+            dir_name: "example.com".into(),
+            dir: dir.clone(),
+            uid: m.uid(),
+            gid: m.gid(),
+            aliases: Vec::new(),
+            web: true,
+            ips: Vec::new(),
+            ssl_provider: crate::model::validate::SslProvider::Letsencrypt,
+            mandatory_ssl: false,
+            hsts: true,
+            cert: None,
+            warnings: Vec::new(),
+        };
+        assert_eq!(wanted(srv, &d, false), Ok(false), "no mailboxes");
+        assert_eq!(wanted(srv, &d, true), Ok(true), "the host's own name");
+        std::fs::create_dir(dir.join("mailboxes")).unwrap();
+        assert_eq!(wanted(srv, &d, false), Ok(true));
+        for (text, want) in [("", Ok(true)), ("yes\n", Ok(true)), ("false\n", Ok(false))] {
+            std::fs::write(dir.join("config/webmail"), text).unwrap();
+            assert_eq!(wanted(srv, &d, false), want, "{text:?}");
+        }
+        std::fs::write(dir.join("config/webmail"), "false").unwrap();
+        assert_eq!(
+            wanted(srv, &d, true),
+            Ok(false),
+            "off wins at the host name too"
+        );
+        std::fs::write(dir.join("config/webmail"), "sometimes").unwrap();
+        assert!(
+            wanted(srv, &d, false)
+                .unwrap_err()
+                .contains("config/webmail says")
+        );
+        std::fs::remove_file(dir.join("config/webmail")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("config/webmail")).unwrap();
+        assert!(wanted(srv, &d, false).is_err(), "a symlink is refused");
+    }
+
+    #[test]
     fn des_key_is_made_once_and_kept() {
         use std::os::unix::fs::MetadataExt;
         let tmp = tempfile::tempdir().unwrap();
