@@ -203,8 +203,17 @@ fn webmail_is_https_only_per_domain_and_refuses_bad_logins() {
     // The site itself still answers on HTTP.
     assert_eq!(w.sb.http_get(D, "/").unwrap().body, format!("site of {D}"));
 
-    // HTTPS serves Roundcube's login page, run by the webmail's own pool.
+    // HTTPS serves Roundcube's login page, run by the webmail's own pool. (Timings are
+    // printed for BENCHMARKS.md, never asserted.)
+    let t = std::time::Instant::now();
     let (status, head, page) = w.https(D, "/webmail/", &[]);
+    let cold = t.elapsed();
+    let t = std::time::Instant::now();
+    w.https(D, "/webmail/", &[]);
+    eprintln!(
+        "webmail timing: login page, cold pool {cold:?}, warm {:?}",
+        t.elapsed()
+    );
     assert_eq!(status, 200, "{head}{page}\n{}", w.logs());
     assert!(page.contains("rcmloginuser"), "{page}");
     assert!(!page.contains("<?php"));
@@ -219,7 +228,12 @@ fn webmail_is_https_only_per_domain_and_refuses_bad_logins() {
     }
 
     // Right password in, wrong password out; the failure is logged for fail2ban.
+    let t = std::time::Instant::now();
     http_login(&w, D, "alice", "alice-secret").unwrap_or_else(|p| panic!("{p}\n{}", w.logs()));
+    eprintln!(
+        "webmail timing: log in and see the inbox (3 requests) {:?}",
+        t.elapsed()
+    );
     http_login(&w, D, &format!("bob@{D}"), "bob-secret").unwrap();
     assert!(http_login(&w, D, "alice", "wrong").is_err());
     let errors = std::fs::read_to_string(w.sb.config().webmail.log_dir.join("errors.log"))

@@ -259,6 +259,9 @@ pub fn wanted(srv: &Path, d: &Domain, host: bool) -> Result<bool, String> {
         safefs::stat(srv, &rel.join("mailboxes")),
         Ok(Some(s)) if s.kind == Kind::Dir
     );
+    if !mailboxes && !host {
+        return Ok(false); // the common case costs one stat
+    }
     let raw = safefs::read(
         srv,
         &rel.join("config/webmail"),
@@ -469,6 +472,13 @@ mod tests {
             warnings: Vec::new(),
         };
         assert_eq!(wanted(srv, &d, false), Ok(false), "no mailboxes");
+        std::fs::write(dir.join("config/webmail"), "sometimes").unwrap();
+        assert_eq!(
+            wanted(srv, &d, false),
+            Ok(false),
+            "not read without mailboxes"
+        );
+        std::fs::remove_file(dir.join("config/webmail")).unwrap();
         assert_eq!(wanted(srv, &d, true), Ok(true), "the host's own name");
         std::fs::create_dir(dir.join("mailboxes")).unwrap();
         assert_eq!(wanted(srv, &d, false), Ok(true));
