@@ -31,7 +31,7 @@ const HOST: &str = "dirhost.test";
 /// with a self-signed certificate each and one mailbox each. Drop order: PHP-FPM, then the
 /// mail servers, then the sandbox.
 struct World {
-    _fpm: PhpFpm,
+    fpm: PhpFpm,
     w: MailWorld,
     ca: PathBuf,
     /// The certificate of D (PEM), for the browser to trust.
@@ -72,12 +72,7 @@ fn world() -> World {
     add_mailbox(&w, D, "alice", Some("alice-secret"), OWNER);
     add_mailbox(&w, D, "bob", Some("bob-secret"), OWNER);
     add_mailbox(&w, E, "carol", Some("carol-secret"), OTHER);
-    let world = World {
-        _fpm: fpm,
-        w,
-        ca,
-        cert_d,
-    };
+    let world = World { fpm, w, ca, cert_d };
     world.apply();
     world
 }
@@ -217,6 +212,21 @@ fn webmail_is_https_only_per_domain_and_refuses_bad_logins() {
     assert_eq!(status, 200, "{head}{page}\n{}", w.logs());
     assert!(page.contains("rcmloginuser"), "{page}");
     assert!(!page.contains("<?php"));
+    // It ran in the webmail's own pool, as its own user (2999 in the sandbox), not in the
+    // domain's pool or as its owner.
+    let workers = w.fpm.workers();
+    assert!(
+        workers.iter().any(|(_, pool)| pool == "dirhost-webmail"),
+        "{workers:?}"
+    );
+    for (pid, pool) in &workers {
+        assert_ne!(pool, D, "{workers:?}");
+        if pool == "dirhost-webmail" {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+            assert_eq!(uid.split_whitespace().nth(1), Some("2999"), "{uid}");
+        }
+    }
     // No other PHP file is run or served, and Roundcube's internals stay hidden.
     for path in [
         "/webmail/program/include/iniset.php",
@@ -382,6 +392,14 @@ fn a_browser_reads_mail_sent_over_smtp_and_sends_mail_to_another_mailbox() {
     b.click("#rcmloginsubmit").unwrap();
     b.wait_for_text("Login failed", WAIT)
         .unwrap_or_else(|e| fail("wrong password refused", e));
+    b.wait_for("#rcmloginuser", WAIT).unwrap();
+
+    // Another domain's mailbox, with its right password, cannot log in here.
+    b.fill("#rcmloginuser", &format!("carol@{E}")).unwrap();
+    b.fill("#rcmloginpwd", "carol-secret").unwrap();
+    b.click("#rcmloginsubmit").unwrap();
+    b.wait_for_text("Login failed", WAIT)
+        .unwrap_or_else(|e| fail("another domain's login refused", e));
     b.wait_for("#rcmloginuser", WAIT).unwrap();
 
     // The right one: the message sent over SMTP is in the inbox.
