@@ -318,6 +318,16 @@ fn webmail_is_https_only_per_domain_and_refuses_bad_logins() {
     assert_eq!(w.sb.http_get(D, "/webmail/").unwrap().status, 404);
     // The other domain keeps its webmail.
     assert_eq!(w.https(E, "/webmail/", &[]).0, 200);
+    // Switched back on by a scoped apply of just that domain (the daemon's path): the shared
+    // Roundcube files render the same, only the vhost changes.
+    std::fs::remove_file(w.srv().join(D).join("config/webmail")).unwrap();
+    let out = w.w.apply(&[D]);
+    let said = stdout(&out);
+    assert!(
+        !said.contains("config.inc.php") && said.contains(&format!("sites-available/{D}.conf")),
+        "{said}"
+    );
+    assert_eq!(w.https(D, "/webmail/", &[]).0, 200);
 
     // Roundcube never needed anything outside what its pool may read.
     let fpm_log = w.sb.php_fpm_log()
