@@ -37,6 +37,8 @@ pub struct Config {
     pub php: Php,
     /// `dirhost dns export`: addresses, name servers, CAA, hooks.
     pub dns: Dns,
+    /// Web statistics (GoAccess), see `crate::stats`.
+    pub stats: crate::stats::StatsConfig,
 }
 
 /// `[paths]`.
@@ -673,6 +675,7 @@ impl Config {
         self.watch.validate()?;
         self.mail.validate()?;
         self.php.validate()?;
+        self.stats.validate()?;
         self.dns.validate()
     }
 

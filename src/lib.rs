@@ -24,4 +24,5 @@ pub mod render;
 pub mod safefs;
 pub mod sandbox;
 pub mod site;
+pub mod stats;
 pub mod watch;

@@ -776,6 +776,8 @@ pub fn sandbox_config(root: &Path, http: u16, https: u16, dirhost: PathBuf) -> C
             hooks_dir: root.join("etc/dirhost/dns-hooks.d"),
             ..Default::default()
         },
+        // Reports and auth files live under the state dir; goaccess/htpasswd are read-only.
+        stats: Default::default(),
     }
 }
 

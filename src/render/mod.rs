@@ -126,6 +126,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "apache/site-body.tera",
         include_str!("../../templates/apache/site-body.tera"),
     ),
+    (
+        "apache/stats.tera",
+        include_str!("../../templates/apache/stats.tera"),
+    ),
 ];
 
 /// Where dirhost's generated files live, all derived from the config in one place.
@@ -318,6 +322,7 @@ struct SiteView {
     hsts: bool,
     ssl: Option<SslView>,
     php: php::ApacheView,
+    stats: crate::stats::ApacheView,
 }
 
 #[derive(Serialize)]
@@ -377,6 +382,7 @@ fn render_site(
         hsts: d.hsts,
         ssl,
         php,
+        stats: crate::stats::apache_view(cfg, d),
     };
     let text = tera
         .render(
