@@ -677,3 +677,89 @@ fn browser_logs_in_and_the_report_renders() {
         std::fs::copy(&shot, std::path::Path::new(&dir).join("stats-report.png")).unwrap();
     }
 }
+
+/// `dirhost watch` as a child, SIGTERMed (by its pid) on drop.
+struct Watch(std::process::Child, std::path::PathBuf);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` until it is true (generous timeout; not a timing assertion).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The daemon switches statistics on and off as the owner edits config/, and shows a
+/// placeholder (behind the password) until the first report.
+#[test]
+fn the_daemon_follows_config_stats() {
+    let sb = sandbox();
+    let (_, ca) = tls_site(&sb, "daemon.test", OWNER);
+    assert!(apply(&sb, &[]).status.success());
+    let log = sb.root().join("watch.log");
+    let w = Watch(
+        std::process::Command::new(env!("CARGO_BIN_EXE_dirhost"))
+            .arg("--config")
+            .arg(sb.config_path())
+            .args(["-v", "watch"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log.clone(),
+    );
+    let text = || std::fs::read_to_string(&w.1).unwrap_or_default();
+    eventually("the daemon is ready", || text().contains("ready: watching"));
+    assert!(text().contains("statistics: daily run at"), "{}", text());
+
+    put(
+        &sb,
+        "daemon.test",
+        "config/stats-password",
+        "dora:daemon pass\n",
+        OWNER,
+    );
+    put(&sb, "daemon.test", "config/stats", "yes\n", OWNER);
+    eventually("/stats/ asks for the password", || {
+        get(&sb, "daemon.test", "/stats/", &ca, None).0 == 401
+    });
+    let (code, body, _) = get(
+        &sb,
+        "daemon.test",
+        "/stats/",
+        &ca,
+        Some(("dora", "daemon pass")),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("No statistics yet"), "{body}");
+
+    std::fs::remove_file(sb.srv().join("daemon.test/config/stats")).unwrap();
+    eventually("/stats/ is gone", || {
+        get(
+            &sb,
+            "daemon.test",
+            "/stats/",
+            &ca,
+            Some(("dora", "daemon pass")),
+        )
+        .0 == 404
+    });
+    let web = sb.config().paths.state.join("stats/web/daemon.test");
+    eventually("the auth file is removed", || !web.exists());
+    drop(w);
+}

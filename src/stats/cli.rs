@@ -61,6 +61,12 @@ pub fn run(cfg: &Config, config_path: &Path, cmd: StatsCommand) -> Result<u8> {
                         "statistics on for {}: https://{}/stats/ (user {user})",
                         d.name, d.name
                     );
+                    if d.cert.is_none() {
+                        println!(
+                            "note: {} has no certificate yet; /stats/ is only served over HTTPS (`dirhost ssl renew {}`)",
+                            d.name, d.name
+                        );
+                    }
                     code = code.max(generate(cfg, std::slice::from_ref(&d.name))?);
                 }
                 other => {
