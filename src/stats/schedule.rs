@@ -32,6 +32,10 @@ pub fn start(cfg: &Config) -> Scheduler {
     let spawned = std::thread::Builder::new()
         .name("stats".into())
         .spawn(move || {
+            // Reports are background work: this thread, and the generators it starts, run
+            // at nice 10 so they never compete with serving or with the reconcile loop.
+            // SAFETY: setpriority on the calling thread (Linux: who = 0 is this thread).
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
             let mut first = true;
             loop {
                 let wait = if first {
