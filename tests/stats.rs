@@ -576,6 +576,29 @@ fn one_domains_credentials_do_not_open_another_domains_stats() {
         .0,
         200
     );
+    // A changed plaintext password replaces the old one.
+    put(
+        &sb,
+        "beta.test",
+        "config/stats-password",
+        "alice:beta new\n",
+        OTHER,
+    );
+    assert!(apply(&sb, &[]).status.success());
+    let beta = |u: &str, p: &str| get(&sb, "beta.test", "/stats/", &ca_b, Some((u, p))).0;
+    assert_eq!(beta("alice", "beta own"), 401);
+    assert_eq!(beta("alice", "beta new"), 200);
+    // beta's owner cannot borrow alpha's password file through a symlink: refused, and
+    // beta's statistics are off (not served with somebody else's users).
+    let pw = sb.srv().join("beta.test/config/stats-password");
+    std::fs::remove_file(&pw).unwrap();
+    std::os::unix::fs::symlink(sb.srv().join("alpha.test/config/stats-password"), &pw).unwrap();
+    std::os::unix::fs::lchown(&pw, Some(OTHER), Some(OTHER)).unwrap();
+    let out = apply(&sb, &[]);
+    assert!(stdout(&out).contains("symbolic link"), "{}", stdout(&out));
+    let row = list_row(&sb, "beta.test");
+    assert_eq!(row["state"], "no-password", "{row}");
+    assert_eq!(beta("alice", "alpha password"), 404);
 }
 
 /// SECURITY: a customer who points public/logs (or a log file) at another customer's logs
