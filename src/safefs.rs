@@ -1141,6 +1141,54 @@ mod tests {
     }
 
     #[test]
+    fn open_read_streams_regular_files_only() {
+        let t = tree();
+        let b = t.path();
+        write(&b.join("plain"), b"log line\n", 0o644);
+        fs::create_dir_all(b.join("dir")).unwrap();
+        write(&b.join("dir/file"), b"nested", 0o644);
+        symlink("plain", b.join("link-final")).unwrap();
+        symlink("dir", b.join("linkdir")).unwrap();
+        nix::unistd::mkfifo(
+            &b.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        )
+        .unwrap();
+        let cases: &[(&str, Want)] = &[
+            ("plain", Want::Data(b"log line\n")),
+            ("dir/file", Want::Data(b"nested")),
+            ("missing", Want::Absent),
+            ("missing/file", Want::Absent),
+            ("link-final", Want::Symlink("link-final")),
+            ("linkdir/file", Want::Symlink("linkdir")),
+            ("dir", Want::NotRegular),
+            ("fifo", Want::NotRegular),
+            ("../plain", Want::Invalid),
+        ];
+        for (rel, want) in cases {
+            let got = open_read(b, p(rel), me());
+            assert_ids_restored();
+            check(b, &format!("open_read {rel:?}"), got, want, |f: &File| {
+                let mut v = Vec::new();
+                (&*f).read_to_end(&mut v).unwrap();
+                v
+            });
+        }
+        if is_root() {
+            write(&b.join("shadow"), b"secret", 0o600);
+            let got = open_read(b, p("shadow"), CUSTOMER);
+            assert_ids_restored();
+            check(
+                b,
+                "open_read shadow as customer",
+                got,
+                &Want::Denied,
+                |_: &File| Vec::new(),
+            );
+        }
+    }
+
+    #[test]
     fn read_fifo_does_not_block() {
         let t = tree();
         let base = t.path().to_path_buf();
