@@ -17,9 +17,10 @@ ensure_packages apache2 apache2-utils exim4-daemon-heavy dovecot-imapd dovecot-p
     pebble swaks curl openssl ca-certificates \
     libnet-ssleay-perl libio-socket-ssl-perl python3-dkim \
     php-fpm procps \
-    bind9-utils python3-venv
+    bind9-utils python3-venv \
+    chromium chromium-driver goaccess
 # Webmail (tests/webmail.rs): Debian's Roundcube with SQLite, driven by headless Chromium.
-ensure_packages roundcube-core roundcube-sqlite3 chromium chromium-driver
+ensure_packages roundcube-core roundcube-sqlite3
 ensure_octodns
 ensure_cargo
 # The tests start (and stop) their own private servers on loopback ports; nothing to start here.

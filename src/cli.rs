@@ -72,6 +72,15 @@ enum Command {
     ///   dirhost dns export example.com --format octodns --output /etc/octodns/zones
     #[command(subcommand)]
     Dns(crate::dns::cli::DnsCommand),
+    /// Web statistics: off by default; on with config/stats and a password, at
+    /// https://DOMAIN/stats/.
+    ///
+    /// Examples:
+    ///   dirhost stats enable example.com --user alice
+    ///   dirhost stats generate
+    ///   dirhost stats list --json
+    #[command(subcommand)]
+    Stats(crate::stats::cli::StatsCommand),
     /// Run a self-contained sandbox: a private loopback Apache serving a sample /srv tree.
     ///
     /// Example: dirhost demo --dir /tmp/dirhost-demo
@@ -251,6 +260,7 @@ pub fn main() -> ExitCode {
         Command::Ssl(c) => crate::acme::cli::run(&cfg, &path, c),
         Command::Mail(m) => crate::mail::cli::run(&cfg, &path, &m),
         Command::Dns(c) => crate::dns::cli::run(&cfg, c),
+        Command::Stats(c) => crate::stats::cli::run(&cfg, &path, c),
         Command::Demo(d) => cmd_demo(&d),
         Command::Watch => crate::daemon::run_until_signal(&cfg, &path).map(|()| 0),
         Command::Check(c) => cmd_check(&cfg, &path, &c),

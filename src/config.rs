@@ -39,6 +39,8 @@ pub struct Config {
     pub dns: Dns,
     /// Webmail: Roundcube at https://<domain>/webmail/ (see `webmail::Settings`).
     pub webmail: crate::webmail::Settings,
+    /// Web statistics (GoAccess), see `crate::stats`.
+    pub stats: crate::stats::StatsConfig,
 }
 
 /// `[paths]`.
@@ -676,6 +678,7 @@ impl Config {
         self.mail.validate()?;
         self.php.validate()?;
         self.webmail.validate()?;
+        self.stats.validate()?;
         self.dns.validate()
     }
 

@@ -53,6 +53,7 @@ enum Msg {
 pub fn run_until_signal(cfg: &Config, config_path: &Path) -> Result<()> {
     let (tx, rx) = mpsc::channel();
     forward_signals(tx.clone())?;
+    let _stats = crate::stats::schedule::start(cfg); // daily statistics, own thread
     let result = Daemon::new(cfg.clone(), config_path, tx).run(&rx);
     *FORWARD.lock().unwrap_or_else(PoisonError::into_inner) = None;
     result

@@ -24,5 +24,6 @@ pub mod render;
 pub mod safefs;
 pub mod sandbox;
 pub mod site;
+pub mod stats;
 pub mod watch;
 pub mod webmail;

@@ -124,11 +124,15 @@ pub fn reconcile_model(
     for n in &plan.notices {
         tracing::warn!(domain = n.domain.as_deref().unwrap_or("-"), path = %n.path.display(), "{}", n.message);
     }
+    report.warnings.extend(crate::stats::warnings(cfg, model));
     if !req.dry_run {
         // Each PHP domain's own tmp/ and sessions/ directories, created as its owner.
         report.warnings.extend(crate::php::prepare(cfg, model));
         // The webmail's database, temp and log directories and its des_key.
         report.warnings.extend(crate::webmail::prepare(cfg));
+        report
+            .warnings
+            .extend(crate::stats::prepare(cfg, model, req.only.as_ref()));
         report.outcome = apply::apply(&plan, cfg, &layout)?;
     }
     report.plan = plan;

@@ -196,6 +196,42 @@ pub fn read(base: &Path, rel: &Path, owner: Owner, limit: u64) -> SafeResult<Opt
     }
 }
 
+/// Opens the regular file base/rel for streaming reads as `owner` (a log file too large for
+/// [`read`]): the same walk and checks as [`read`] (no symlink in any component, no FIFO or
+/// device, opened as the owner so the kernel checks the owner's permissions), without a size
+/// limit; the caller bounds what it reads. Ok(None) when absent.
+pub fn open_read(base: &Path, rel: &Path, owner: Owner) -> SafeResult<Option<File>> {
+    let rel = Rel::parse(base, rel)?;
+    let (name, dirs) = rel.split_last()?;
+    let path = rel.full();
+    let base_fd = open_base(base)?;
+    let _as_owner = ActingAs::become_owner(owner, &path)?;
+    let Some(dir) = walk(base_fd, &rel, dirs.len())? else {
+        return Ok(None);
+    };
+    match fstatat_nofollow(dir.as_fd(), name) {
+        Ok(st) => match kind_of(st.st_mode) {
+            Kind::File => {}
+            Kind::Symlink => return Err(SafeError::Symlink { path }),
+            Kind::Dir | Kind::Other => return Err(SafeError::NotRegular { path }),
+        },
+        Err(e) if is_errno(&e, libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(io_err(path, e)),
+    }
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY;
+    let fd = match openat(dir.as_fd(), name, flags, 0) {
+        Ok(fd) => fd,
+        Err(e) if is_errno(&e, libc::ENOENT) => return Ok(None),
+        Err(e) if is_errno(&e, libc::ELOOP) => return Err(SafeError::Symlink { path }),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    let st = fstat(fd.as_fd()).map_err(|e| io_err(path.clone(), e))?;
+    if kind_of(st.st_mode) != Kind::File {
+        return Err(SafeError::NotRegular { path });
+    }
+    Ok(Some(File::from(fd)))
+}
+
 /// Reads at most `limit` bytes; Ok(None) if the source has more (at most `limit + 1` bytes
 /// are ever read). `size_hint` only sizes the first allocation.
 fn read_bounded(src: impl Read, size_hint: u64, limit: u64) -> io::Result<Option<Vec<u8>>> {
@@ -1102,6 +1138,54 @@ mod tests {
             check(b, &format!("read {rel:?}"), got, want, Vec::clone);
         }
         assert_eq!(fs::read(&secret).unwrap(), b"root password");
+    }
+
+    #[test]
+    fn open_read_streams_regular_files_only() {
+        let t = tree();
+        let b = t.path();
+        write(&b.join("plain"), b"log line\n", 0o644);
+        fs::create_dir_all(b.join("dir")).unwrap();
+        write(&b.join("dir/file"), b"nested", 0o644);
+        symlink("plain", b.join("link-final")).unwrap();
+        symlink("dir", b.join("linkdir")).unwrap();
+        nix::unistd::mkfifo(
+            &b.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        )
+        .unwrap();
+        let cases: &[(&str, Want)] = &[
+            ("plain", Want::Data(b"log line\n")),
+            ("dir/file", Want::Data(b"nested")),
+            ("missing", Want::Absent),
+            ("missing/file", Want::Absent),
+            ("link-final", Want::Symlink("link-final")),
+            ("linkdir/file", Want::Symlink("linkdir")),
+            ("dir", Want::NotRegular),
+            ("fifo", Want::NotRegular),
+            ("../plain", Want::Invalid),
+        ];
+        for (rel, want) in cases {
+            let got = open_read(b, p(rel), me());
+            assert_ids_restored();
+            check(b, &format!("open_read {rel:?}"), got, want, |f: &File| {
+                let mut v = Vec::new();
+                (&*f).read_to_end(&mut v).unwrap();
+                v
+            });
+        }
+        if is_root() {
+            write(&b.join("shadow"), b"secret", 0o600);
+            let got = open_read(b, p("shadow"), CUSTOMER);
+            assert_ids_restored();
+            check(
+                b,
+                "open_read shadow as customer",
+                got,
+                &Want::Denied,
+                |_: &File| Vec::new(),
+            );
+        }
     }
 
     #[test]

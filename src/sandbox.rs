@@ -786,6 +786,8 @@ pub fn sandbox_config(root: &Path, http: u16, https: u16, dirhost: PathBuf) -> C
             group: s("2999"),
             ..Default::default()
         },
+        // Reports and auth files live under the state dir; goaccess/htpasswd are read-only.
+        stats: Default::default(),
     }
 }
 

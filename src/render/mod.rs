@@ -142,6 +142,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         crate::webmail::render::POOL_TEMPLATE,
         include_str!("../../templates/roundcube/pool.conf.tera"),
     ),
+    (
+        "apache/stats.tera",
+        include_str!("../../templates/apache/stats.tera"),
+    ),
 ];
 
 /// Where dirhost's generated files live, all derived from the config in one place.
@@ -339,6 +343,7 @@ struct SiteView {
     ssl: Option<SslView>,
     php: php::ApacheView,
     webmail: Option<crate::webmail::ApacheView>,
+    stats: crate::stats::ApacheView,
 }
 
 #[derive(Serialize)]
@@ -400,6 +405,7 @@ fn render_site(
         ssl,
         php,
         webmail,
+        stats: crate::stats::apache_view(cfg, d),
     };
     let text = tera
         .render(
