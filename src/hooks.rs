@@ -159,7 +159,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let record = format!(
-            "#!/bin/sh\necho \"$0 $1 $HOOK_TEST_DIR\" | sed 's,.*/,,' >> {0}\ncat >> {0}\n",
+            "#!/bin/sh\necho \"$(basename \"$0\") $1 $HOOK_TEST_DIR\" >> {0}\ncat >> {0}\n",
             out.display()
         );
         script(dir.path(), "20-second", &record, 0o755);
@@ -189,7 +189,7 @@ mod tests {
         assert!(err.contains("nope") && err.contains('3'), "{err}");
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
-            "10_first live-update z\na.test\nb.test\n20-second live-update z\na.test\nb.test\n"
+            "10_first live-update /z\na.test\nb.test\n20-second live-update /z\na.test\nb.test\n"
         );
         // Nothing to say, no directory, no directory configured: nothing runs.
         assert!(hooks.run(&[]).is_empty());
