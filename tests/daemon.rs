@@ -4,6 +4,8 @@
 //! timeouts, never timed assertions.
 
 mod common;
+#[path = "common/pebble.rs"]
+mod pebble;
 
 use std::fs::File;
 use std::os::unix::net::UnixDatagram;
@@ -362,5 +364,65 @@ fn a_failing_reload_is_retried_and_never_stops_the_loop() {
     if let Err(e) = wait_status(&sb, "retry.test", 200, Duration::from_secs(30)) {
         panic!("{e}\n{}", w.log());
     }
+    assert_eq!(w.stop().code(), Some(0));
+}
+
+/// Polls until `host` answers 200 over HTTPS with a chain that verifies against `ca`.
+fn wait_https(sb: &Sandbox, w: &Watcher, host: &str, ca: &std::path::Path, extra: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = https_get(sb.https_port(), host, "/", ca);
+        if status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host}: no valid HTTPS within 60 s (last status {status})\n--- watch log ---\n{}\n\
+             --- apache error log ---\n{}\n{extra}",
+            w.log(),
+            sb.apache_error_log()
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn mkdir_gets_valid_https_from_pebble_by_itself_and_sighup_keeps_it_working() {
+    let sb = sandbox();
+    let pebble = pebble::Pebble::start(sb.http_port(), None);
+    let cfg = pebble.configure(&sb);
+    let w = Watcher::start(&sb);
+
+    // Only a mkdir: the daemon reconciles, kicks the certificate maintainer, which orders
+    // from Pebble (HTTP-01 through the sandbox's Apache), installs the set and reconciles.
+    sb.add_site("auto.test", OWNER, "secure by itself").unwrap();
+    wait_https(&sb, &w, "auto.test", &pebble.roots(), &pebble.log());
+    wait_https(&sb, &w, "www.auto.test", &pebble.roots(), "");
+    let (_, body) = https_get(sb.https_port(), "auto.test", "/", &pebble.roots());
+    assert_eq!(body, "secure by itself");
+    assert_eq!(
+        std::fs::read_link(sb.srv().join("auto.test/config/ssl/current")).unwrap(),
+        PathBuf::from("sets/0")
+    );
+    // The DNS records (with the new certificate's TLSA) were published by the daemon.
+    let dns_state = cfg.paths.state.join("dns/domains/auto.test.json");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let published = std::fs::read_to_string(&dns_state).unwrap_or_default();
+        if published.contains("tlsa_published") && !published.contains("\"tlsa_published\": {}") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{published}\n{}", w.log());
+        sleep(POLL);
+    }
+
+    // SIGHUP restarts the maintainer with the (re-read) configuration: still automatic.
+    w.signal(Signal::SIGHUP);
+    w.wait_log("SIGHUP: reloaded", WAIT);
+    sb.add_site("after-hup.test", OWNER, "still secure")
+        .unwrap();
+    wait_https(&sb, &w, "after-hup.test", &pebble.roots(), &pebble.log());
+
+    // SIGTERM stops the maintainer too, and the daemon exits 0.
     assert_eq!(w.stop().code(), Some(0));
 }

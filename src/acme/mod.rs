@@ -26,7 +26,8 @@ pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -165,7 +166,21 @@ pub fn maintain_with(
     now: i64,
     opts: &Options,
 ) -> Result<MaintainReport> {
-    let model = model::load(&cfg.paths.srv, now)?;
+    maintain_until(cfg, config_path, now, opts, None)
+}
+
+/// [`maintain_with`] that stops before the next domain once `stop` is set (the domains not
+/// reached are left out of the report; whatever went live still gets its reconcile).
+fn maintain_until(
+    cfg: &Config,
+    config_path: &Path,
+    now: i64,
+    opts: &Options,
+    stop: Option<&AtomicBool>,
+) -> Result<MaintainReport> {
+    // Scoped: only the asked-for domains' directories are read (the daemon kicks a few
+    // domains at a time, whatever the size of /srv).
+    let model = model::load_scoped(&cfg.paths.srv, opts.only.as_ref(), now)?;
     let mut report = MaintainReport::default();
     let mut ctx = Pass::new(cfg, now, opts.force);
     if let Some(only) = &opts.only {
@@ -181,6 +196,10 @@ pub fn maintain_with(
     for d in model.domains.values() {
         if opts.only.as_ref().is_some_and(|o| !o.contains(&d.name)) {
             continue;
+        }
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            tracing::info!("certificate pass interrupted: stopping");
+            break;
         }
         if !d.web {
             if opts.only.is_some() {
@@ -587,6 +606,30 @@ pub fn random_fraction() -> f64 {
     (u64::from_be_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Exports the DNS records of `only` (all when `None`) and hands the changed ones to the
+/// DNS hooks, which records when each TLSA association was first published (the rollover
+/// rule, [`crate::dns::key_may_go_live`], reads that). Errors are logged: the next pass
+/// offers the change again.
+pub fn publish_dns(cfg: &Config, only: Option<&BTreeSet<String>>) {
+    let now = reconcile::now();
+    let export = match crate::dns::build(cfg, only, now) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("DNS export failed: {e:#}");
+            return;
+        }
+    };
+    match crate::dns::run_hooks_if_changed(cfg, &export, now) {
+        Ok(r) if r.domains.is_empty() => {}
+        Ok(r) if r.ok() => tracing::info!(domains = ?r.domains, "DNS records published"),
+        Ok(r) => tracing::warn!(
+            domains = ?r.domains,
+            "DNS hooks failed; the change is offered again at the next pass"
+        ),
+        Err(e) => tracing::error!("DNS publication failed: {e:#}"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The maintainer thread.
 
@@ -608,19 +651,24 @@ enum Msg {
 pub struct Maintainer {
     tx: mpsc::Sender<Msg>,
     handle: Option<JoinHandle<()>>,
+    /// Set by [`Maintainer::stop`]: a pass stops before its next domain.
+    stop: Arc<AtomicBool>,
 }
 
 impl Maintainer {
     /// Starts the thread.
     pub fn start(cfg: Config, config_path: PathBuf) -> Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("dirhost-acme".into())
-            .spawn(move || maintainer_loop(&cfg, &config_path, &rx))
+            .spawn(move || maintainer_loop(&cfg, &config_path, &rx, &flag))
             .context("failed to start the certificate maintainer thread")?;
         Ok(Self {
             tx,
             handle: Some(handle),
+            stop,
         })
     }
 
@@ -632,12 +680,14 @@ impl Maintainer {
         }
     }
 
-    /// Stops the thread, waiting for a pass in progress to finish.
+    /// Stops the thread: a pass in progress finishes the domain it is at (an order is
+    /// bounded in time) and its reconcile, and skips the rest.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
         let _ = self.tx.send(Msg::Stop);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -655,7 +705,7 @@ fn secs_from_now(t: i64, now: i64) -> Duration {
     Duration::from_secs(u64::try_from(t.saturating_sub(now)).unwrap_or(0))
 }
 
-fn maintainer_loop(cfg: &Config, config_path: &Path, rx: &mpsc::Receiver<Msg>) {
+fn maintainer_loop(cfg: &Config, config_path: &Path, rx: &mpsc::Receiver<Msg>, stop: &AtomicBool) {
     let jitter = |lo: u64, hi: u64| lo + ((hi - lo) as f64 * random_fraction()) as u64;
     let mut next_full = reconcile::now() + jitter(0, 60) as i64;
     // Failed domains and when their backoff runs out.
@@ -698,7 +748,7 @@ fn maintainer_loop(cfg: &Config, config_path: &Path, rx: &mpsc::Receiver<Msg>) {
             only: only.clone(),
             force: false,
         };
-        match maintain_with(cfg, config_path, reconcile::now(), &opts) {
+        match maintain_until(cfg, config_path, reconcile::now(), &opts, Some(stop)) {
             Ok(report) => {
                 if full {
                     retries.clear();
@@ -716,6 +766,9 @@ fn maintainer_loop(cfg: &Config, config_path: &Path, rx: &mpsc::Receiver<Msg>) {
                 let changed = report.changed();
                 if !changed.is_empty() {
                     tracing::info!(domains = ?changed, "new certificates are live");
+                }
+                if !stop.load(Ordering::Relaxed) {
+                    publish_dns(cfg, only.as_ref());
                 }
             }
             Err(e) => {
