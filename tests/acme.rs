@@ -568,3 +568,123 @@ fn https_get_quiet(port: u16, host: &str, ca: &Path) -> (u16, String) {
         String::new(),
     )
 }
+
+/// `openssl`'s SHA-256 of the SubjectPublicKeyInfo of the certificate Apache serves for
+/// `name` (DANE `3 1 1` data, computed as the DANE documentation does).
+fn served_spki_sha256(sb: &Sandbox, name: &str) -> String {
+    let script = format!(
+        "openssl s_client -connect 127.0.0.1:{} -servername {name} </dev/null 2>/dev/null \
+         | openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum",
+        sb.https_port()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let hash = stdout(&out)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(hash.len(), 64, "no certificate served for {name}");
+    hash
+}
+
+/// `openssl`'s SHA-256 of the public key of the private key file `pem`.
+fn key_spki_sha256(pem: &Path) -> String {
+    let script = format!(
+        "openssl pkey -in {} -pubout -outform DER | sha256sum",
+        pem.display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    stdout(&out).split_whitespace().next().unwrap().to_string()
+}
+
+/// What `dirhost dns export DOMAIN --format json` publishes: the TLSA data at
+/// `_<https port>._tcp.<domain>`, and the CAA values.
+fn exported(sb: &Sandbox, domain: &str) -> (BTreeSet<String>, Vec<String>) {
+    let out = dirhost(sb, &["dns", "export", domain, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fqdn = format!("_{}._tcp.{domain}.", sb.https_port());
+    let records: Vec<serde_json::Value> = doc["domains"][0]["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|z| z["records"].as_array().unwrap().clone())
+        .collect();
+    let tlsa = records
+        .iter()
+        .filter(|r| r["type"] == "TLSA" && r["fqdn"] == fqdn.as_str())
+        .map(|r| {
+            assert!(r["rdata"].as_str().unwrap().starts_with("3 1 1 "), "{r}");
+            r["value"]["data"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let caa = records
+        .iter()
+        .filter(|r| r["type"] == "CAA" && r["fqdn"] == format!("{domain}.").as_str())
+        .filter(|r| r["value"]["tag"] == "issue")
+        .map(|r| r["value"]["value"].as_str().unwrap().to_string())
+        .collect();
+    (tlsa, caa)
+}
+
+#[test]
+fn tlsa_matches_the_served_key_before_and_after_renewals_and_keys_roll_over_safely() {
+    let (sb, pebble, mut cfg) = world(Some(64 * DAY as u64));
+    // Pebble has no public CAA identity: name one, so the CAA record (with accounturi) exists.
+    cfg.dns.caa_issuer = "pebble.test".into();
+    pebble::write_config(&sb, &cfg);
+    let d = "dane.test";
+    sb.add_site(d, OWNER, "dane").unwrap();
+    let t0 = now();
+    let o = pass(&sb, &cfg, d, t0);
+    assert_eq!(o.action, Action::Issued, "{o:?}\n{}", pebble.log());
+    let next_file = acme::rollover::next_key_file(&cfg, d);
+    assert!(next_file.is_file(), "a next key is made ahead");
+    let md = std::fs::metadata(&next_file).unwrap();
+    assert_eq!(md.mode() & 0o777, 0o600);
+
+    // Published (as the daemon does after each pass): the live key and the next key.
+    acme::publish_dns(&cfg, None);
+    let served0 = served_spki_sha256(&sb, d);
+    let next0 = key_spki_sha256(&next_file);
+    assert_ne!(served0, next0);
+    let (tlsa, caa) = exported(&sb, d);
+    assert_eq!(tlsa, BTreeSet::from([served0.clone(), next0.clone()]));
+    // CAA names the CA and dirhost's own account there (RFC 8657).
+    let account = dirhost::dns::inputs::account_uri(&cfg).unwrap().unwrap();
+    assert!(account.starts_with("https://localhost:"), "{account}");
+    assert_eq!(caa, [format!("pebble.test; accounturi={account}")]);
+
+    // Renewal weeks later: the next key's record has been out far longer than a TTL, so the
+    // renewal puts it live, and a new next key takes its place.
+    let o = pass(&sb, &cfg, d, o.renew_at.unwrap() + 60);
+    assert_eq!(o.action, Action::Renewed, "{o:?}\n{}", pebble.log());
+    let served1 = served_spki_sha256(&sb, d);
+    assert_eq!(served1, next0, "the key published ahead is the one served");
+    let next1 = key_spki_sha256(&next_file);
+    assert!(next1 != next0 && next1 != served1);
+    acme::publish_dns(&cfg, None);
+    let (tlsa, _) = exported(&sb, d);
+    assert_eq!(tlsa, BTreeSet::from([served1.clone(), next1.clone()]));
+
+    // A renewal now (forced): the new next key's record is only seconds old, less than one
+    // TTL, so the live key is reused: a new certificate, the same key, DANE unbroken.
+    let before = sb.apache_generation();
+    let report = acme::maintain_with(
+        &cfg,
+        sb.config_path(),
+        now(),
+        &Options {
+            only: Some(BTreeSet::from([d.to_string()])),
+            force: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(report.get(d).unwrap().action, Action::Renewed);
+    sb.wait_apache_generation(before + 1).unwrap();
+    assert_eq!(served_serial(&sb, d), set_serial(&sb, d, "2"));
+    assert_eq!(served_spki_sha256(&sb, d), served1, "key reused");
+    assert_eq!(key_spki_sha256(&next_file), next1, "next key kept");
+    let (tlsa, _) = exported(&sb, d);
+    assert_eq!(tlsa, BTreeSet::from([served1, next1]));
+}

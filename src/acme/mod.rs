@@ -21,6 +21,7 @@ pub mod dns;
 pub mod hooks;
 pub mod keys;
 pub mod policy;
+pub mod rollover;
 pub mod state;
 pub mod store;
 
@@ -40,6 +41,7 @@ use crate::model::{self, Domain};
 use crate::reconcile::{self, Request};
 use crate::render::Layout;
 use policy::Renewal;
+use rcgen::{KeyPair, PublicKeyData};
 use state::{AriState, DomainState};
 use store::{ChainCheck, Material};
 
@@ -338,6 +340,15 @@ impl<'a> Pass<'a> {
                 }
             }
         };
+        // The next key exists ahead of the renewal, so its TLSA record is out long before.
+        if let Some(c) = &d.cert {
+            let live = crate::dns::records::leaf_spki(&c.chain_pem).ok();
+            if let Err(e) =
+                rollover::ensure_next(self.cfg, &d.name, self.cfg.acme.key_type, live.as_deref())
+            {
+                tracing::error!(domain = %d.name, "{e:#}");
+            }
+        }
         let Some(need) = need else {
             state::save(self.cfg, &d.name, &st)?;
             return Ok(out);
@@ -446,6 +457,18 @@ impl<'a> Pass<'a> {
                 ) {
                     Ok((set, info)) => {
                         tracing::info!(domain = %d.name, set = %set, expires = info.not_after, "new certificate set is current");
+                        // The key just put live is no longer "next": make the following one.
+                        let live = KeyPair::from_pem(&material.key_pem)
+                            .ok()
+                            .map(|k| k.subject_public_key_info());
+                        if let Err(e) = rollover::ensure_next(
+                            self.cfg,
+                            &d.name,
+                            self.cfg.acme.key_type,
+                            live.as_deref(),
+                        ) {
+                            tracing::error!(domain = %d.name, "{e:#}");
+                        }
                         st.succeeded(now, &set);
                         st.ordered = ordered;
                         st.left_out = left_out;
@@ -477,7 +500,18 @@ impl<'a> Pass<'a> {
         st: &DomainState,
     ) -> std::result::Result<Material, (String, Option<i64>)> {
         let plain = |e: anyhow::Error| (format!("{}: {e:#}", d.name), None);
-        let key = keys::generate(self.cfg.acme.key_type).map_err(plain)?;
+        let (key, choice) =
+            rollover::choose(self.cfg, d, self.cfg.acme.key_type, self.now).map_err(plain)?;
+        match choice {
+            rollover::Choice::Reuse => tracing::info!(
+                domain = %d.name,
+                "reusing the live key: the next key's TLSA record has not been published for one TTL yet"
+            ),
+            rollover::Choice::Next => {
+                tracing::info!(domain = %d.name, "the next key (TLSA published ahead) goes live")
+            }
+            rollover::Choice::Fresh => {}
+        }
         let key_pem = keys::key_pem(&key);
         if d.ssl_provider == SslProvider::Selfsigned {
             let chain_pem = keys::self_signed(&key, names, self.now).map_err(plain)?;

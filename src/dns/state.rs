@@ -227,6 +227,12 @@ pub fn tlsa_published_since(cfg: &Config, domain: &str, spki_der: &[u8]) -> Opti
         .copied()
 }
 
+/// Has dirhost ever published a TLSA record for `domain` (that is still in its records)?
+/// When not, no key change can break DANE for it.
+pub fn tlsa_ever_published(cfg: &Config, domain: &str) -> bool {
+    !load(&dns_dir(cfg), domain).tlsa_published.is_empty()
+}
+
 /// The rollover rule (README, "DNS"): may a certificate with the key `spki_der` go live for
 /// `domain` at `now`? Yes when dirhost has published no TLSA record for the domain (no DANE
 /// to break), or when that key's TLSA record has been published for at least one TTL.
