@@ -3,6 +3,8 @@
 //! Apache. Nothing here touches a path outside the sandbox and Pebble temp dirs.
 
 mod common;
+#[path = "common/mail.rs"]
+mod mailh;
 #[path = "common/pebble.rs"]
 mod pebble;
 
@@ -687,4 +689,80 @@ fn tlsa_matches_the_served_key_before_and_after_renewals_and_keys_roll_over_safe
     assert_eq!(key_spki_sha256(&next_file), next1, "next key kept");
     let (tlsa, _) = exported(&sb, d);
     assert_eq!(tlsa, BTreeSet::from([served1, next1]));
+}
+
+/// The serial (lower-case hex) of the certificate a server presents for `sni`.
+fn presented_serial(port: u16, sni: &str, starttls: Option<&str>) -> String {
+    let starttls = starttls.map_or(String::new(), |p| format!(" -starttls {p}"));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername {sni}{starttls} </dev/null \
+             2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .unwrap();
+    stdout(&out)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase()
+}
+
+/// Waits until Exim (25 STARTTLS, 465, 587 STARTTLS) and Dovecot (993, 995) all present the
+/// certificate with `serial` for `sni`.
+fn wait_mail_serial(w: &mailh::MailWorld, sni: &str, serial: &str) {
+    let m = w.mail().clone();
+    let ports = [
+        (m.smtp, Some("smtp")),
+        (m.smtps, None),
+        (m.submission, Some("smtp")),
+        (m.imaps, None),
+        (m.pop3s, None),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (port, starttls) in ports {
+        loop {
+            let got = presented_serial(port, sni, starttls);
+            if got == serial {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "port {port} presents {got:?} for {sni}, not {serial}\n{}",
+                w.servers.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn exim_and_dovecot_present_the_new_certificate_after_a_renewal() {
+    let w = mailh::mail_world();
+    let pebble = Pebble::start(w.http_port(), Some(64 * DAY as u64));
+    let cfg = pebble.configure(&w);
+    const D: &str = "mailtls.test";
+    w.add_site(D, OWNER, "web and mail").unwrap();
+    std::fs::create_dir_all(w.srv().join(D).join("mailboxes/kim")).unwrap();
+    chown_up(w.srv(), &w.srv().join(D).join("mailboxes/kim"), OWNER);
+    w.apply(&[]);
+
+    let o = pass(&w, &cfg, D, now());
+    assert_eq!(o.action, Action::Issued, "{o:?}\n{}", pebble.log());
+    let first = set_serial(&w, D, "0");
+    for sni in [D, "www.mailtls.test"] {
+        wait_mail_serial(&w, sni, &first);
+    }
+    // A name the domain does not have gets the host certificate.
+    assert_ne!(presented_serial(w.mail().imaps, "other.test", None), first);
+
+    // Renewal: Apache, Exim and Dovecot all move to the new set (no stale mail certificate).
+    let o = pass(&w, &cfg, D, o.renew_at.unwrap() + 60);
+    assert_eq!(o.action, Action::Renewed, "{o:?}\n{}", pebble.log());
+    let second = set_serial(&w, D, "1");
+    assert_ne!(first, second);
+    assert_eq!(served_serial(&w, D), second);
+    for sni in [D, "www.mailtls.test"] {
+        wait_mail_serial(&w, sni, &second);
+    }
 }
