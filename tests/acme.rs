@@ -766,3 +766,106 @@ fn exim_and_dovecot_present_the_new_certificate_after_a_renewal() {
         wait_mail_serial(&w, sni, &second);
     }
 }
+
+#[test]
+fn sympl_per_domain_provider_settings_are_validated_and_honoured_or_reported() {
+    let (sb, pebble, cfg) = world(None);
+    // rsa_key_size: an RSA key of that size; email: reported as ignored, never silently.
+    sb.add_site("rsa.test", OWNER, "rsa").unwrap();
+    put(
+        &sb,
+        "rsa.test",
+        "config/ssl/letsencrypt/rsa_key_size",
+        "3072\n",
+        OWNER,
+    );
+    put(
+        &sb,
+        "rsa.test",
+        "config/ssl/letsencrypt/email",
+        "me@rsa.test\n",
+        OWNER,
+    );
+    let o = pass(&sb, &cfg, "rsa.test", now());
+    assert_eq!(o.action, Action::Issued, "{o:?}\n{}", pebble.log());
+    assert!(
+        o.warnings
+            .iter()
+            .any(|w| w.contains("letsencrypt/email is ignored")),
+        "{o:?}"
+    );
+    let text = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -noout -text -in {}",
+            sb.srv()
+                .join("rsa.test/config/ssl/sets/0/ssl.crt")
+                .display()
+        ))
+        .output()
+        .unwrap();
+    let text = stdout(&text);
+    assert!(
+        text.contains("rsaEncryption") && text.contains("(3072 bit)"),
+        "{text}"
+    );
+    let (status, _) = https_get(sb.https_port(), "rsa.test", "/", &pebble.roots());
+    assert_eq!(status, 200);
+
+    // A value dirhost does not make: no order, the reason, a backoff.
+    sb.add_site("weak.test", OWNER, "weak").unwrap();
+    put(
+        &sb,
+        "weak.test",
+        "config/ssl/letsencrypt/rsa_key_size",
+        "1024\n",
+        OWNER,
+    );
+    let o = pass(&sb, &cfg, "weak.test", now());
+    assert_eq!(o.action, Action::Failed, "{o:?}");
+    assert!(o.ordered.is_empty());
+    assert!(
+        o.error.as_deref().unwrap().contains("rsa_key_size"),
+        "{o:?}"
+    );
+    assert!(!sb.srv().join("weak.test/config/ssl/sets").exists());
+
+    // A symlinked settings file is refused (read as the owner, never followed).
+    sb.add_site("link.test", OWNER, "link").unwrap();
+    put(&sb, "link.test", "config/ssl/letsencrypt/x", "", OWNER);
+    std::os::unix::fs::symlink(
+        "/etc/shadow",
+        sb.srv()
+            .join("link.test/config/ssl/letsencrypt/rsa_key_size"),
+    )
+    .unwrap();
+    let o = pass(&sb, &cfg, "link.test", now());
+    assert_eq!(o.action, Action::Failed, "{o:?}");
+    assert!(
+        o.error.as_deref().unwrap().contains("rsa_key_size"),
+        "{o:?}"
+    );
+
+    // Self-signed: lifetime in days.
+    sb.add_site("short.test", OWNER, "short").unwrap();
+    put(
+        &sb,
+        "short.test",
+        "config/ssl-provider",
+        "selfsigned\n",
+        OWNER,
+    );
+    put(
+        &sb,
+        "short.test",
+        "config/ssl/selfsigned/lifetime",
+        "30\n",
+        OWNER,
+    );
+    let o = pass(&sb, &cfg, "short.test", now());
+    assert_eq!(o.action, Action::Issued, "{o:?}");
+    let pem = std::fs::read(sb.srv().join("short.test/config/ssl/sets/0/ssl.crt")).unwrap();
+    let info =
+        dirhost::certs::cert_info(&dirhost::certs::parse_pem(&pem).unwrap().certs[0]).unwrap();
+    assert_eq!(info.not_after - info.not_before, 30 * DAY + 3_600);
+}

@@ -20,6 +20,7 @@ pub mod client;
 pub mod dns;
 pub mod hooks;
 pub mod keys;
+pub mod overrides;
 pub mod policy;
 pub mod rollover;
 pub mod state;
@@ -303,6 +304,20 @@ impl<'a> Pass<'a> {
         let now = self.now;
         let mut out = Outcome::new(&d.name, Action::NotDue);
         let acme = d.ssl_provider == SslProvider::Letsencrypt;
+        // Sympl's config/ssl/<provider>/ settings: a bad value refuses the order.
+        let ov = match overrides::read(&self.cfg.paths.srv, d) {
+            Ok(o) => o,
+            Err(e) => {
+                return Ok(self.fail(d, &mut st, out, format!("{}: {e}", d.name), None));
+            }
+        };
+        for w in &ov.ignored {
+            tracing::warn!(domain = %d.name, "{w}");
+            out.warnings.push(format!("{}: {w}", d.name));
+        }
+        let spec = ov
+            .key
+            .unwrap_or_else(|| keys::KeySpec::from(self.cfg.acme.key_type));
 
         let need = match &d.cert {
             None => Some(Need::Missing),
@@ -343,9 +358,7 @@ impl<'a> Pass<'a> {
         // The next key exists ahead of the renewal, so its TLSA record is out long before.
         if let Some(c) = &d.cert {
             let live = crate::dns::records::leaf_spki(&c.chain_pem).ok();
-            if let Err(e) =
-                rollover::ensure_next(self.cfg, &d.name, self.cfg.acme.key_type, live.as_deref())
-            {
+            if let Err(e) = rollover::ensure_next(self.cfg, &d.name, spec, live.as_deref()) {
                 tracing::error!(domain = %d.name, "{e:#}");
             }
         }
@@ -426,7 +439,7 @@ impl<'a> Pass<'a> {
         st.begin(now);
         state::save(self.cfg, &d.name, &st)?;
         out.ordered = ordered.clone();
-        match self.obtain(d, &ordered, &st) {
+        match self.obtain(d, &ordered, &st, spec, ov.lifetime_days) {
             Ok(material) => {
                 let chain = if acme {
                     match self.roots() {
@@ -461,12 +474,9 @@ impl<'a> Pass<'a> {
                         let live = KeyPair::from_pem(&material.key_pem)
                             .ok()
                             .map(|k| k.subject_public_key_info());
-                        if let Err(e) = rollover::ensure_next(
-                            self.cfg,
-                            &d.name,
-                            self.cfg.acme.key_type,
-                            live.as_deref(),
-                        ) {
+                        if let Err(e) =
+                            rollover::ensure_next(self.cfg, &d.name, spec, live.as_deref())
+                        {
                             tracing::error!(domain = %d.name, "{e:#}");
                         }
                         st.succeeded(now, &set);
@@ -482,7 +492,11 @@ impl<'a> Pass<'a> {
                         out.expires = Some(info.not_after);
                         out.renew_at =
                             Some(policy::renew_at(info.not_before, info.not_after, None));
-                        out.warnings.clear();
+                        out.warnings = ov
+                            .ignored
+                            .iter()
+                            .map(|w| format!("{}: {w}", d.name))
+                            .collect();
                         Ok(out)
                     }
                     Err(e) => Ok(self.fail(d, &mut st, out, format!("{e:#}"), None)),
@@ -498,10 +512,11 @@ impl<'a> Pass<'a> {
         d: &Domain,
         names: &[String],
         st: &DomainState,
+        spec: keys::KeySpec,
+        lifetime_days: Option<i64>,
     ) -> std::result::Result<Material, (String, Option<i64>)> {
         let plain = |e: anyhow::Error| (format!("{}: {e:#}", d.name), None);
-        let (key, choice) =
-            rollover::choose(self.cfg, d, self.cfg.acme.key_type, self.now).map_err(plain)?;
+        let (key, choice) = rollover::choose(self.cfg, d, spec, self.now).map_err(plain)?;
         match choice {
             rollover::Choice::Reuse => tracing::info!(
                 domain = %d.name,
@@ -514,7 +529,8 @@ impl<'a> Pass<'a> {
         }
         let key_pem = keys::key_pem(&key);
         if d.ssl_provider == SslProvider::Selfsigned {
-            let chain_pem = keys::self_signed(&key, names, self.now).map_err(plain)?;
+            let days = lifetime_days.unwrap_or(keys::SELF_SIGNED_DAYS);
+            let chain_pem = keys::self_signed_days(&key, names, self.now, days).map_err(plain)?;
             return Ok(Material { key_pem, chain_pem });
         }
         let csr = keys::csr_der(&key, names).map_err(plain)?;

@@ -22,8 +22,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use rcgen::{KeyPair, PublicKeyData};
 
+use super::keys::KeySpec;
 use super::{keys, state};
-use crate::config::{Config, KeyType};
+use crate::config::Config;
 use crate::model::Domain;
 
 /// Which key a new certificate gets.
@@ -71,15 +72,18 @@ pub fn next_spki(cfg: &Config, domain: &str) -> Option<Vec<u8>> {
 pub fn ensure_next(
     cfg: &Config,
     domain: &str,
-    key_type: KeyType,
+    spec: KeySpec,
     live_spki: Option<&[u8]>,
 ) -> Result<bool> {
+    // A next key of another kind (the admin changed `key_type`, the owner `rsa_key_size`)
+    // is replaced; the switch then happens at the renewal after its record was published.
     if let Some(k) = load_next(cfg, domain)
         && live_spki != Some(k.subject_public_key_info().as_slice())
+        && spec.matches(&k)
     {
         return Ok(false);
     }
-    let key = keys::generate(key_type)?;
+    let key = keys::generate_spec(spec)?;
     state::write_private(&next_key_file(cfg, domain), keys::key_pem(&key).as_bytes())
         .with_context(|| format!("{domain}: failed to store the next key"))?;
     tracing::info!(
@@ -90,7 +94,7 @@ pub fn ensure_next(
 }
 
 /// The key for a new certificate of `d` at `now` (see the module docs).
-pub fn choose(cfg: &Config, d: &Domain, key_type: KeyType, now: i64) -> Result<(KeyPair, Choice)> {
+pub fn choose(cfg: &Config, d: &Domain, spec: KeySpec, now: i64) -> Result<(KeyPair, Choice)> {
     let next = match load_next(cfg, &d.name) {
         Some(k) if crate::dns::key_may_go_live(cfg, &d.name, &k.subject_public_key_info(), now) => {
             return Ok((k, Choice::Next));
@@ -98,7 +102,7 @@ pub fn choose(cfg: &Config, d: &Domain, key_type: KeyType, now: i64) -> Result<(
         other => other,
     };
     if !crate::dns::tlsa_ever_published(cfg, &d.name) {
-        return Ok((keys::generate(key_type)?, Choice::Fresh));
+        return Ok((keys::generate_spec(spec)?, Choice::Fresh));
     }
     match &d.cert {
         Some(c) => {
@@ -114,7 +118,7 @@ pub fn choose(cfg: &Config, d: &Domain, key_type: KeyType, now: i64) -> Result<(
         // Nothing live: no TLSA record can be matched now anyway.
         None => match next {
             Some(k) => Ok((k, Choice::Next)),
-            None => Ok((keys::generate(key_type)?, Choice::Fresh)),
+            None => Ok((keys::generate_spec(spec)?, Choice::Fresh)),
         },
     }
 }
