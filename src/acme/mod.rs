@@ -20,6 +20,7 @@ pub mod client;
 pub mod dns;
 pub mod hooks;
 pub mod keys;
+pub mod localca;
 pub mod overrides;
 pub mod policy;
 pub mod rollover;
