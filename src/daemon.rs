@@ -13,7 +13,7 @@
 //!
 //! Certificates and DNS publication run beside it, in the [`acme::Maintainer`] thread: it
 //! starts after the first full resync (so the ACME challenge directory is live), is kicked
-//! with the domains of every batch that reconciled them (and with the domains a full resync
+//! with the domains of every batch as the batch starts (and with the domains a full resync
 //! changed), so a new site gets its certificate at once rather than at the twice-daily pass;
 //! it is restarted with the new configuration on SIGHUP and stopped (after the domain in
 //! progress) on SIGTERM/SIGINT. The loop never waits for it, except to stop it.
@@ -557,6 +557,11 @@ impl Daemon {
         let _enter = span.enter();
         let start = Instant::now();
         self.ping_watchdog(start);
+        // The certificate maintainer looks at these domains now, in parallel with the
+        // reconcile below: HTTP-01 answers come from the shared configuration, which needs
+        // no vhost of the site, so the order overlaps the config test and reload (a domain
+        // the model refuses is reported by the maintainer and never ordered).
+        self.kick(domains.clone());
         let req = Request {
             only: Some(domains.clone()),
             ..Request::default()
@@ -566,14 +571,6 @@ impl Daemon {
         match result {
             Ok(report) => {
                 self.record(&report, Some(&domains), end);
-                let failed = failure_reasons(&report);
-                self.kick(
-                    domains
-                        .iter()
-                        .filter(|d| !failed.contains_key(*d))
-                        .cloned()
-                        .collect(),
-                );
                 tracing::debug!(
                     took_ms = (end - start).as_millis() as u64,
                     "reconciled {} domain(s): {} changes",

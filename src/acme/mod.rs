@@ -689,7 +689,7 @@ pub fn publish_dns(cfg: &Config, only: Option<&BTreeSet<String>>) {
 const FULL_PASS_MIN: u64 = 9 * 3_600;
 const FULL_PASS_MAX: u64 = 15 * 3_600;
 /// Kicks arriving this close together are served by one pass.
-const KICK_COALESCE: Duration = Duration::from_millis(200);
+const KICK_COALESCE: Duration = Duration::from_millis(50);
 
 enum Msg {
     Kick(BTreeSet<String>),
