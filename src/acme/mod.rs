@@ -663,13 +663,21 @@ pub fn random_fraction() -> f64 {
 /// offers the change again.
 pub fn publish_dns(cfg: &Config, only: Option<&BTreeSet<String>>) {
     let now = reconcile::now();
-    let export = match crate::dns::build(cfg, only, now) {
+    let mut export = match crate::dns::build(cfg, only, now) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!("DNS export failed: {e:#}");
             return;
         }
     };
+    // A domain that left /srv is only noticed (its zones withdrawn from the hooks) by a
+    // full export.
+    if !export.missing.is_empty() {
+        match crate::dns::build(cfg, None, now) {
+            Ok(e) => export = e,
+            Err(e) => tracing::error!("DNS export failed: {e:#}"),
+        }
+    }
     match crate::dns::run_hooks_if_changed(cfg, &export, now) {
         Ok(r) if r.domains.is_empty() => {}
         Ok(r) if r.ok() => tracing::info!(domains = ?r.domains, "DNS records published"),

@@ -122,3 +122,41 @@ pub fn choose(cfg: &Config, d: &Domain, spec: KeySpec, now: i64) -> Result<(KeyP
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn cfg(root: &std::path::Path) -> Config {
+        crate::sandbox::sandbox_config(root, 80, 443, PathBuf::from("/bin/false"))
+    }
+
+    #[test]
+    fn the_next_key_is_made_once_and_replaced_when_it_went_live_or_changed_kind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = cfg(tmp.path());
+        let d = "next.test";
+        assert!(load_next(&cfg, d).is_none());
+        assert!(ensure_next(&cfg, d, KeySpec::EcdsaP256, None).unwrap());
+        let file = next_key_file(&cfg, d);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let first = next_spki(&cfg, d).unwrap();
+        // Kept while it is not the live key.
+        assert!(!ensure_next(&cfg, d, KeySpec::EcdsaP256, Some(b"other")).unwrap());
+        assert_eq!(next_spki(&cfg, d).unwrap(), first);
+        // It went live: a new next key.
+        assert!(ensure_next(&cfg, d, KeySpec::EcdsaP256, Some(&first)).unwrap());
+        let second = next_spki(&cfg, d).unwrap();
+        assert_ne!(second, first);
+        // Another kind asked for (rsa_key_size): replaced by an RSA key.
+        assert!(ensure_next(&cfg, d, KeySpec::Rsa(2048), None).unwrap());
+        assert!(KeySpec::Rsa(2048).matches(&load_next(&cfg, d).unwrap()));
+        assert!(!ensure_next(&cfg, d, KeySpec::Rsa(2048), None).unwrap());
+        // A broken file is replaced, never a crash.
+        std::fs::write(&file, "not a key").unwrap();
+        assert!(load_next(&cfg, d).is_none());
+        assert!(ensure_next(&cfg, d, KeySpec::EcdsaP256, None).unwrap());
+    }
+}

@@ -168,6 +168,11 @@ pub fn gather(
     for (name, (d, _)) in domains {
         if d.web
             && d.cert.is_some()
+            && matches!(
+                d.ssl_provider,
+                crate::model::validate::SslProvider::Letsencrypt
+                    | crate::model::validate::SslProvider::Selfsigned
+            )
             && let Some(spki) = crate::acme::rollover::next_spki(cfg, name)
         {
             inputs.next_tls_keys.insert(name.clone(), spki);
