@@ -6,8 +6,10 @@
 //! (`dns`), the order itself (`client`), keys and self-signed certificates (`keys`),
 //! installing a set in Sympl's layout and making it current only after it verified
 //! (`store`), the renewal and backoff rules (`policy`, pure), the persisted per-domain state
-//! (`state`), Sympl's SSL hooks (`hooks`), the [`Maintainer`] thread and `dirhost ssl`
-//! (`cli`).
+//! (`state`), Sympl's SSL hooks (`hooks`), the key of each new certificate under the DANE
+//! rollover rule (`rollover`), Sympl's per-domain `config/ssl/<provider>/` settings
+//! (`overrides`), the [`Maintainer`] thread (which also publishes DNS after each pass,
+//! [`publish_dns`]), `dirhost ssl` (`cli`) and the demo's local Pebble (`localca`).
 //!
 //! What it must not do: write Apache's configuration (after a set goes live it calls
 //! `reconcile`, the one pipeline), write under /srv except through `safefs` as the owner,
