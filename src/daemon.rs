@@ -44,6 +44,9 @@ use crate::watch::{Batch, Tree};
 const MAX_BATCH_DELAY: Duration = Duration::from_secs(1);
 /// The longest wait between retries of a failing domain or resync.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long SIGTERM waits for the certificate maintainer's order in progress (the unit's
+/// `TimeoutStopSec` is 2 min).
+const MAINTAINER_STOP: Duration = Duration::from_secs(60);
 /// While the watch limit leaves directories unwatched, full scans run this often (or every
 /// four times as long as the last full scan took, if that is longer).
 const FALLBACK_SCAN: Duration = Duration::from_secs(5);
@@ -410,8 +413,13 @@ impl Daemon {
                         );
                     }
                     tracing::info!("{sig}: stopping");
-                    if let Some(m) = self.maintainer.take() {
-                        m.stop();
+                    if let Some(m) = self.maintainer.take()
+                        && !m.stop_within(MAINTAINER_STOP)
+                    {
+                        tracing::warn!(
+                            "the certificate maintainer is still in an order after {MAINTAINER_STOP:?}; \
+                             exiting anyway (the attempt is counted, its backoff applies)"
+                        );
                     }
                     return Ok(());
                 }

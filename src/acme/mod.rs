@@ -747,6 +747,27 @@ impl Maintainer {
         self.shutdown();
     }
 
+    /// [`Maintainer::stop`], waiting at most `limit` (an order in progress may take
+    /// minutes; systemd's stop timeout is shorter). Returns false when it gave up: the
+    /// process is about to exit, and an order cut short is already counted as an attempt
+    /// (`state::DomainState::begin`), so it never causes extra orders.
+    pub fn stop_within(mut self, limit: Duration) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.tx.send(Msg::Stop);
+        let Some(h) = self.handle.take() else {
+            return true;
+        };
+        let deadline = std::time::Instant::now() + limit;
+        while !h.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = h.join();
+        true
+    }
+
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.tx.send(Msg::Stop);
