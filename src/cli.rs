@@ -670,6 +670,8 @@ fn cmd_demo(d: &DemoArgs) -> Result<u8> {
         )?;
     }
     sb.start_apache()?;
+    // HTTPS (issue 4): certificates from a local Pebble, when it is installed.
+    let ca = crate::acme::localca::demo_ca(&mut sb);
     // Mail (issue 5): a mailbox, and the sandbox's own Exim and Dovecot (root only).
     let mail = crate::mail::sandbox::demo(&mut sb, sample, 1000)?;
     let cfg = sb.config().clone();
@@ -690,6 +692,8 @@ fn cmd_demo(d: &DemoArgs) -> Result<u8> {
     if let Some((_, text)) = &mail {
         writeln!(out, "{text}")?;
     }
+    let https = crate::acme::localca::demo_https(ca.as_ref(), &cfg, &path, sample, &exe);
+    writeln!(out, "{https}")?;
     out.flush()?;
     drop(out);
     if d.once {

@@ -11,6 +11,13 @@
 //! set), SIGTERM/SIGINT finish the current batch and return, SIGHUP re-reads the config file
 //! (a broken one is reported and the old one kept).
 //!
+//! Certificates and DNS publication run beside it, in the [`acme::Maintainer`] thread: it
+//! starts after the first full resync (so the ACME challenge directory is live), is kicked
+//! with the domains of every batch as the batch starts (and with the domains a full resync
+//! changed), so a new site gets its certificate at once rather than at the twice-daily pass;
+//! it is restarted with the new configuration on SIGHUP and stopped (after the domain in
+//! progress) on SIGTERM/SIGINT. The loop never waits for it, except to stop it.
+//!
 //! What it must not do: render, plan, write or reload anything itself (that is
 //! `reconcile`'s), read /srv other than through `watch`, or poll. Between events it sleeps in
 //! one blocking receive whose timeout is the next deadline (a batch, a retry, a resync, a
@@ -28,6 +35,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigSet, Signal};
 use notify::EventKind;
 
+use crate::acme;
 use crate::config::{self, Config};
 use crate::reconcile::{self, Report, Request};
 use crate::watch::{Batch, Tree};
@@ -36,6 +44,9 @@ use crate::watch::{Batch, Tree};
 const MAX_BATCH_DELAY: Duration = Duration::from_secs(1);
 /// The longest wait between retries of a failing domain or resync.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long SIGTERM waits for the certificate maintainer's order in progress (the unit's
+/// `TimeoutStopSec` is 2 min).
+const MAINTAINER_STOP: Duration = Duration::from_secs(60);
 /// While the watch limit leaves directories unwatched, full scans run this often (or every
 /// four times as long as the last full scan took, if that is longer).
 const FALLBACK_SCAN: Duration = Duration::from_secs(5);
@@ -286,6 +297,9 @@ struct Daemon {
     sd: Option<SdNotify>,
     /// Watchdog ping interval and the next ping.
     watchdog: Option<(Duration, Instant)>,
+    /// Certificates and DNS publication, off the hot path (`None` until the first full
+    /// resync, or if its thread could not start).
+    maintainer: Option<acme::Maintainer>,
 }
 
 /// Starts notify's inotify watcher, sending every non-access event to the loop. Without
@@ -346,6 +360,7 @@ impl Daemon {
             last_full: (Duration::ZERO, now),
             sd,
             watchdog,
+            maintainer: None,
             config_path: config_path.to_path_buf(),
             cfg,
             tx,
@@ -372,6 +387,7 @@ impl Daemon {
             self.config_path.display()
         );
         self.full_resync();
+        self.start_maintainer();
         self.notify("READY=1");
         tracing::info!(
             "ready: watching {} directories under {}",
@@ -398,6 +414,14 @@ impl Daemon {
                         );
                     }
                     tracing::info!("{sig}: stopping");
+                    if let Some(m) = self.maintainer.take()
+                        && !m.stop_within(MAINTAINER_STOP)
+                    {
+                        tracing::warn!(
+                            "the certificate maintainer is still in an order after {MAINTAINER_STOP:?}; \
+                             exiting anyway (the attempt is counted, its backoff applies)"
+                        );
+                    }
                     return Ok(());
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -481,6 +505,15 @@ impl Daemon {
             Ok(report) => {
                 self.full_failures = 0;
                 self.record(&report, None, end);
+                // A domain a full resync changed (say found by a fallback scan) gets its
+                // certificate as soon as one made by an event would.
+                let changed: BTreeSet<String> = report
+                    .outcome
+                    .applied
+                    .iter()
+                    .filter_map(|c| c.domain.clone())
+                    .collect();
+                self.kick(changed);
                 self.resync_at = end + jittered(Duration::from_secs(self.cfg.watch.resync_secs));
                 let (changes, failing) =
                     (report.outcome.applied.len(), self.retries.domains().count());
@@ -533,6 +566,11 @@ impl Daemon {
         let _enter = span.enter();
         let start = Instant::now();
         self.ping_watchdog(start);
+        // The certificate maintainer looks at these domains now, in parallel with the
+        // reconcile below: HTTP-01 answers come from the shared configuration, which needs
+        // no vhost of the site, so the order overlaps the config test and reload (a domain
+        // the model refuses is reported by the maintainer and never ordered).
+        self.kick(domains.clone());
         let req = Request {
             only: Some(domains.clone()),
             ..Request::default()
@@ -622,6 +660,26 @@ impl Daemon {
         }
     }
 
+    /// Starts the certificate maintainer with the current configuration.
+    fn start_maintainer(&mut self) {
+        match acme::Maintainer::start(self.cfg.clone(), self.config_path.clone()) {
+            Ok(m) => self.maintainer = Some(m),
+            Err(e) => {
+                tracing::error!("{e:#}; certificates are only renewed by `dirhost ssl renew`")
+            }
+        }
+    }
+
+    /// Asks the certificate maintainer to look at `domains` now.
+    fn kick(&self, domains: BTreeSet<String>) {
+        if let Some(m) = &self.maintainer
+            && !domains.is_empty()
+        {
+            tracing::debug!("certificates: looking at {} domain(s)", domains.len());
+            m.kick(domains);
+        }
+    }
+
     /// SIGHUP: re-read the config file; keep the old one if the new one is unusable. Then a
     /// full resync either way.
     fn reload_config(&mut self) {
@@ -640,6 +698,15 @@ impl Daemon {
                     "SIGHUP: reloaded {}; full resync",
                     self.config_path.display()
                 );
+                // The certificate maintainer starts again with the new configuration. The
+                // old one finishes the domain in progress in the background, so the watcher
+                // never waits for a CA.
+                if let Some(old) = self.maintainer.take() {
+                    let _ = std::thread::Builder::new()
+                        .name("dirhost-acme-stop".into())
+                        .spawn(move || old.stop());
+                }
+                self.start_maintainer();
             }
             Err(e) => tracing::error!("SIGHUP: {e:#}; keeping the previous configuration"),
         }

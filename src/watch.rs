@@ -4,8 +4,10 @@
 //! What it owns:
 //! * The set of **non-recursive** inotify watches (through `notify`): /srv itself and, in
 //!   each domain directory `/srv/<d>`, the directory and its `public/`, `config/`,
-//!   `config/ssl/` and `mailboxes/` when they are real directories ([`LEVELS`]). Watches are
-//!   added parent first and dropped as directories vanish ([`Tree::refresh`]), so a directory
+//!   `config/ssl/` and `mailboxes/` when they are real directories ([`LEVELS`]), plus each
+//!   mailbox directory `mailboxes/<local>/` (so a `password`, `forward`, `vacation` or `quota`
+//!   file created or changed there is seen; `Maildir/` below it never is). Watches are added
+//!   parent first and dropped as directories vanish ([`Tree::refresh`]), so a directory
 //!   created before its parent's watch existed is still found.
 //! * Mapping an event's path to the /srv entry it concerns ([`entry_for_path`],
 //!   [`domain_for_path`]) and an entry to every domain a reconcile must look at
@@ -36,6 +38,9 @@ use crate::safefs::{self, Kind};
 /// The directories watched in each domain directory, relative to it (`""` is the domain
 /// directory itself), every parent before its children.
 pub const LEVELS: [&str; 5] = ["", "public", "config", "config/ssl", "mailboxes"];
+
+/// Index of `mailboxes/` in [`LEVELS`]; each mailbox directory in it is watched too.
+const MAILBOXES: usize = 4;
 
 /// Index in [`LEVELS`] of each level's parent directory.
 const PARENT: [Option<usize>; 5] = [None, Some(0), Some(0), Some(2), Some(0)];
@@ -159,6 +164,8 @@ pub struct Tree {
     /// Alias entry → the domain its symlink pointed at when last seen, so that removing an
     /// alias still dirties its old target.
     aliases: BTreeMap<String, String>,
+    /// Per /srv entry, the mailbox directories (`mailboxes/<name>`) that are watched.
+    mailboxes: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Tree {
@@ -174,6 +181,7 @@ impl Tree {
             why_limited: None,
             limited: false,
             aliases: BTreeMap::new(),
+            mailboxes: BTreeMap::new(),
         }
     }
 
@@ -227,10 +235,15 @@ impl Tree {
             let Some(entry) = entry_for_path(&self.srv, path) else {
                 continue;
             };
+            let within = rel.strip_prefix(&entry).unwrap_or(Path::new(""));
+            if exim_noise(within) {
+                continue;
+            }
             if structural {
-                let within = rel.strip_prefix(&entry).unwrap_or(Path::new(""));
                 if let Some(level) = level_of(within) {
                     self.forget(&entry, level);
+                } else if let Some(mailbox) = mailbox_of(within) {
+                    self.forget_mailbox(&entry, &mailbox);
                 }
             }
             if out.entries.last() != Some(&entry) {
@@ -242,6 +255,12 @@ impl Tree {
 
     /// Drops the watch on `level` of `entry` and on every level below it.
     fn forget(&mut self, entry: &str, level: usize) {
+        if is_within(MAILBOXES, level) {
+            for m in self.mailboxes.remove(entry).unwrap_or_default() {
+                self.backend.unwatch(&self.mailbox_path(entry, &m));
+                self.count = self.count.saturating_sub(1);
+            }
+        }
         let Some(mut mask) = self.watched.get(entry).copied() else {
             return;
         };
@@ -253,6 +272,80 @@ impl Tree {
             }
         }
         self.store(entry, mask);
+    }
+
+    /// Drops the watch on the mailbox directory `mailboxes/<mailbox>` of `entry`.
+    fn forget_mailbox(&mut self, entry: &str, mailbox: &str) {
+        if let Some(set) = self.mailboxes.get_mut(entry)
+            && set.remove(mailbox)
+        {
+            if set.is_empty() {
+                self.mailboxes.remove(entry);
+            }
+            self.backend.unwatch(&self.mailbox_path(entry, mailbox));
+            self.count = self.count.saturating_sub(1);
+        }
+    }
+
+    fn mailbox_path(&self, entry: &str, mailbox: &str) -> PathBuf {
+        self.path_of(entry, MAILBOXES).join(mailbox)
+    }
+
+    /// The mailbox directories of `entry` that should be watched: the real directories in
+    /// its `mailboxes/` whose names do not start with a dot.
+    fn mailbox_dirs(&self, entry: &str) -> BTreeSet<String> {
+        let rel = Self::rel_of(entry, MAILBOXES);
+        let names = match safefs::list_dir(&self.srv, &rel) {
+            Ok(Some(n)) => n,
+            Ok(None) => return BTreeSet::new(),
+            Err(e) => {
+                tracing::debug!("{e}");
+                return BTreeSet::new();
+            }
+        };
+        names
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .filter(|n| self.kind(&rel.join(n)) == Some(Kind::Dir))
+            .collect()
+    }
+
+    /// Brings the mailbox watches of `entry` in line with what is on disk (`want`: its
+    /// `mailboxes/` level is watched or wanted). Returns how many are wanted and whether
+    /// the limit was hit.
+    fn sync_mailboxes(&mut self, entry: &str, want: bool, try_add: bool) -> (usize, bool) {
+        let wanted = if want {
+            self.mailbox_dirs(entry)
+        } else {
+            BTreeSet::new()
+        };
+        let mut have = self.mailboxes.remove(entry).unwrap_or_default();
+        for gone in have.difference(&wanted).cloned().collect::<Vec<_>>() {
+            self.backend.unwatch(&self.mailbox_path(entry, &gone));
+            have.remove(&gone);
+            self.count = self.count.saturating_sub(1);
+        }
+        let mut hit = false;
+        for m in &wanted {
+            if have.contains(m) || !try_add || hit {
+                continue;
+            }
+            match self.add(&self.mailbox_path(entry, m)) {
+                Ok(()) => {
+                    have.insert(m.clone());
+                }
+                Err(AddError::Limit) => hit = true,
+                Err(AddError::Gone) => {}
+                Err(AddError::Other(e)) => {
+                    tracing::warn!(domain = %entry, "cannot watch mailboxes/{m}: {e}");
+                }
+            }
+        }
+        if !have.is_empty() {
+            self.mailboxes.insert(entry.to_string(), have);
+        }
+        (wanted.len(), hit)
     }
 
     fn store(&mut self, entry: &str, mask: u8) {
@@ -306,7 +399,7 @@ impl Tree {
     /// directory is looked at only after its parent's watch is in place, so one created in
     /// between still produces an event. With `try_add` false nothing is added (a full scan
     /// that already hit the limit). Returns the levels wanted and whether the limit was hit.
-    fn sync_entry(&mut self, entry: &str, try_add: bool) -> (u8, bool) {
+    fn sync_entry(&mut self, entry: &str, try_add: bool) -> (u8, usize, bool) {
         let mut mask = self.watched.get(entry).copied().unwrap_or(0);
         let mut wanted = 0u8;
         let mut hit = false;
@@ -341,13 +434,15 @@ impl Tree {
             }
         }
         self.store(entry, mask);
-        (wanted, hit)
+        let (boxes, boxes_hit) =
+            self.sync_mailboxes(entry, mask & bit(MAILBOXES) != 0, try_add && !hit);
+        (wanted, boxes, hit || boxes_hit)
     }
 
     /// Brings the watches of one /srv entry in line with what is on disk (see the module
     /// docs). When the limit is hit, says so once and turns [`Tree::limited`] on.
     pub fn refresh(&mut self, entry: &str) {
-        let (_, hit) = self.sync_entry(entry, true);
+        let (_, _, hit) = self.sync_entry(entry, true);
         if hit {
             self.hit_limit(None);
         }
@@ -369,7 +464,12 @@ impl Tree {
                 }
             }
         }
-        let mut entries: BTreeSet<String> = self.watched.keys().cloned().collect();
+        let mut entries: BTreeSet<String> = self
+            .watched
+            .keys()
+            .chain(self.mailboxes.keys())
+            .cloned()
+            .collect();
         for e in std::fs::read_dir(&self.srv)
             .with_context(|| format!("failed to list {}", self.srv.display()))?
         {
@@ -381,9 +481,9 @@ impl Tree {
         self.aliases.clear();
         let mut needed = 1; // /srv
         for entry in &entries {
-            let (wanted, entry_hit) = self.sync_entry(entry, !hit);
+            let (wanted, boxes, entry_hit) = self.sync_entry(entry, !hit);
             hit |= entry_hit;
-            needed += wanted.count_ones() as usize;
+            needed += wanted.count_ones() as usize + boxes;
             if wanted == 0 {
                 self.learn_alias(entry);
             }
@@ -422,6 +522,9 @@ impl Tree {
                 }
             }
             needed += wanted.count_ones() as usize;
+            if wanted & bit(MAILBOXES) != 0 {
+                needed += self.mailbox_dirs(&entry).len();
+            }
         }
         needed
     }
@@ -489,6 +592,33 @@ impl Tree {
     }
 }
 
+/// The mailbox `rel` (relative to a domain directory) is, when it is `mailboxes/<name>`.
+fn mailbox_of(rel: &Path) -> Option<String> {
+    let mut c = rel.components();
+    match (c.next(), c.next(), c.next()) {
+        (Some(Component::Normal(m)), Some(Component::Normal(name)), None) if m == "mailboxes" => {
+            name.to_str().map(str::to_string)
+        }
+        _ => None,
+    }
+}
+
+/// Files Exim writes in a mailbox directory itself (the vacation autoreply's `once`
+/// database and log, and their lock files): not the owner's changes, no reason to look
+/// at the domain again.
+fn exim_noise(rel: &Path) -> bool {
+    let mut c = rel.components();
+    match (c.next(), c.next(), c.next(), c.next()) {
+        (
+            Some(Component::Normal(m)),
+            Some(Component::Normal(_)),
+            Some(Component::Normal(f)),
+            None,
+        ) if m == "mailboxes" => f.to_str().is_some_and(|f| f.starts_with("vacation.")),
+        _ => false,
+    }
+}
+
 /// Whether `level` is `top` or below it.
 fn is_within(level: usize, top: usize) -> bool {
     let mut l = Some(level);
@@ -517,7 +647,7 @@ pub fn limit_message(
     };
     m.push_str(&format!(
         "dirhost needs {needed} to watch {srv} (each domain directory and its public/, config/, \
-         config/ssl/ and mailboxes/). fs.inotify.max_user_watches is {current}, shared by every \
+         config/ssl/, mailboxes/ and each mailbox). fs.inotify.max_user_watches is {current}, shared by every \
          process of this user: raise it, e.g. `sysctl -w fs.inotify.max_user_watches={suggest}` \
          and the same line in /etc/sysctl.d/dirhost.conf",
         srv = srv.display(),
@@ -790,11 +920,12 @@ mod tests {
                 "a.test/config",
                 "a.test/config/ssl",
                 "a.test/mailboxes",
+                "a.test/mailboxes/bob",
                 "a.test/public",
                 "b.test"
             ]
         );
-        assert_eq!(tree.watch_count(), 7);
+        assert_eq!(tree.watch_count(), 8);
         assert!(!tree.limited());
 
         // An alias dirties its target; www.<name> dirties <name>.
@@ -893,6 +1024,78 @@ mod tests {
         tree.refresh_all().unwrap();
         assert_eq!(rels(srv, &fake), before);
         assert_eq!(tree.watch_count(), before.len());
+    }
+
+    #[test]
+    fn mailbox_directories_are_watched_as_they_come_and_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let srv = tmp.path();
+        std::fs::create_dir_all(srv.join("m.test/mailboxes/ann/Maildir/new")).unwrap();
+        std::fs::create_dir_all(srv.join("m.test/mailboxes/.ann.removed-1")).unwrap();
+        std::fs::write(srv.join("m.test/mailboxes/notadir"), "").unwrap();
+        std::fs::create_dir_all(srv.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink("../../elsewhere", srv.join("m.test/mailboxes/link")).unwrap();
+        let fake = Fake::default();
+        let mut tree = Tree::new(srv, Box::new(fake.clone()), None);
+        tree.refresh_all().unwrap();
+        let boxes = |fake: &Fake| -> Vec<String> {
+            rels(srv, fake)
+                .into_iter()
+                .filter(|p| p.starts_with("m.test/mailboxes/"))
+                .collect()
+        };
+        // Real mailbox directories only: not Maildir, hidden archives, files or symlinks.
+        assert_eq!(boxes(&fake), ["m.test/mailboxes/ann"]);
+        assert_eq!(tree.watch_count(), 4);
+
+        // A password file in a watched mailbox dirties the domain.
+        let n = tree.note(&ev(
+            EventKind::Create(CreateKind::File),
+            &srv.join("m.test/mailboxes/ann/password"),
+        ));
+        assert_eq!(n.entries, ["m.test"]);
+        // Exim's vacation database is not the owner's change.
+        let n = tree.note(&ev(
+            EventKind::Modify(ModifyKind::Any),
+            &srv.join("m.test/mailboxes/ann/vacation.db"),
+        ));
+        assert!(n.entries.is_empty());
+
+        // A new mailbox (an event on mailboxes/) is watched after the refresh.
+        std::fs::create_dir(srv.join("m.test/mailboxes/bob")).unwrap();
+        let n = tree.note(&ev(
+            EventKind::Create(CreateKind::Folder),
+            &srv.join("m.test/mailboxes/bob"),
+        ));
+        assert_eq!(n.entries, ["m.test"]);
+        tree.refresh("m.test");
+        assert_eq!(
+            boxes(&fake),
+            ["m.test/mailboxes/ann", "m.test/mailboxes/bob"]
+        );
+        assert_eq!(tree.watch_count(), 5);
+
+        // A removed mailbox drops its watch (from the event, and again on refresh).
+        std::fs::remove_dir_all(srv.join("m.test/mailboxes/ann")).unwrap();
+        tree.note(&ev(
+            EventKind::Remove(RemoveKind::Folder),
+            &srv.join("m.test/mailboxes/ann"),
+        ));
+        assert_eq!(boxes(&fake), ["m.test/mailboxes/bob"]);
+        tree.refresh("m.test");
+        assert_eq!(tree.watch_count(), 4);
+
+        // rm -rf mailboxes/: every mailbox watch goes with it.
+        std::fs::remove_dir_all(srv.join("m.test/mailboxes")).unwrap();
+        tree.note(&ev(
+            EventKind::Remove(RemoveKind::Folder),
+            &srv.join("m.test/mailboxes"),
+        ));
+        assert!(boxes(&fake).is_empty());
+        tree.refresh("m.test");
+        assert_eq!(tree.watch_count(), 2);
+        tree.refresh_all().unwrap();
+        assert_eq!(tree.watch_count(), rels(srv, &fake).len());
     }
 
     #[test]

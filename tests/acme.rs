@@ -3,6 +3,8 @@
 //! Apache. Nothing here touches a path outside the sandbox and Pebble temp dirs.
 
 mod common;
+#[path = "common/mail.rs"]
+mod mailh;
 #[path = "common/pebble.rs"]
 mod pebble;
 
@@ -567,4 +569,303 @@ fn https_get_quiet(port: u16, host: &str, ca: &Path) -> (u16, String) {
             .unwrap_or(0),
         String::new(),
     )
+}
+
+/// `openssl`'s SHA-256 of the SubjectPublicKeyInfo of the certificate Apache serves for
+/// `name` (DANE `3 1 1` data, computed as the DANE documentation does).
+fn served_spki_sha256(sb: &Sandbox, name: &str) -> String {
+    let script = format!(
+        "openssl s_client -connect 127.0.0.1:{} -servername {name} </dev/null 2>/dev/null \
+         | openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum",
+        sb.https_port()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let hash = stdout(&out)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(hash.len(), 64, "no certificate served for {name}");
+    hash
+}
+
+/// `openssl`'s SHA-256 of the public key of the private key file `pem`.
+fn key_spki_sha256(pem: &Path) -> String {
+    let script = format!(
+        "openssl pkey -in {} -pubout -outform DER | sha256sum",
+        pem.display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    stdout(&out).split_whitespace().next().unwrap().to_string()
+}
+
+/// What `dirhost dns export DOMAIN --format json` publishes: the TLSA data at
+/// `_<https port>._tcp.<domain>`, and the CAA values.
+fn exported(sb: &Sandbox, domain: &str) -> (BTreeSet<String>, Vec<String>) {
+    let out = dirhost(sb, &["dns", "export", domain, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fqdn = format!("_{}._tcp.{domain}.", sb.https_port());
+    let records: Vec<serde_json::Value> = doc["domains"][0]["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|z| z["records"].as_array().unwrap().clone())
+        .collect();
+    let tlsa = records
+        .iter()
+        .filter(|r| r["type"] == "TLSA" && r["fqdn"] == fqdn.as_str())
+        .map(|r| {
+            assert!(r["rdata"].as_str().unwrap().starts_with("3 1 1 "), "{r}");
+            r["value"]["data"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let caa = records
+        .iter()
+        .filter(|r| r["type"] == "CAA" && r["fqdn"] == format!("{domain}.").as_str())
+        .filter(|r| r["value"]["tag"] == "issue")
+        .map(|r| r["value"]["value"].as_str().unwrap().to_string())
+        .collect();
+    (tlsa, caa)
+}
+
+#[test]
+fn tlsa_matches_the_served_key_before_and_after_renewals_and_keys_roll_over_safely() {
+    let (sb, pebble, mut cfg) = world(Some(64 * DAY as u64));
+    // Pebble has no public CAA identity: name one, so the CAA record (with accounturi) exists.
+    cfg.dns.caa_issuer = "pebble.test".into();
+    pebble::write_config(&sb, &cfg);
+    let d = "dane.test";
+    sb.add_site(d, OWNER, "dane").unwrap();
+    let t0 = now();
+    let o = pass(&sb, &cfg, d, t0);
+    assert_eq!(o.action, Action::Issued, "{o:?}\n{}", pebble.log());
+    let next_file = acme::rollover::next_key_file(&cfg, d);
+    assert!(next_file.is_file(), "a next key is made ahead");
+    let md = std::fs::metadata(&next_file).unwrap();
+    assert_eq!(md.mode() & 0o777, 0o600);
+
+    // Published (as the daemon does after each pass): the live key and the next key.
+    acme::publish_dns(&cfg, None);
+    let served0 = served_spki_sha256(&sb, d);
+    let next0 = key_spki_sha256(&next_file);
+    assert_ne!(served0, next0);
+    let (tlsa, caa) = exported(&sb, d);
+    assert_eq!(tlsa, BTreeSet::from([served0.clone(), next0.clone()]));
+    // CAA names the CA and dirhost's own account there (RFC 8657).
+    let account = dirhost::dns::inputs::account_uri(&cfg).unwrap().unwrap();
+    assert!(account.starts_with("https://localhost:"), "{account}");
+    assert_eq!(caa, [format!("pebble.test; accounturi={account}")]);
+
+    // Renewal weeks later: the next key's record has been out far longer than a TTL, so the
+    // renewal puts it live, and a new next key takes its place.
+    let o = pass(&sb, &cfg, d, o.renew_at.unwrap() + 60);
+    assert_eq!(o.action, Action::Renewed, "{o:?}\n{}", pebble.log());
+    let served1 = served_spki_sha256(&sb, d);
+    assert_eq!(served1, next0, "the key published ahead is the one served");
+    let next1 = key_spki_sha256(&next_file);
+    assert!(next1 != next0 && next1 != served1);
+    acme::publish_dns(&cfg, None);
+    let (tlsa, _) = exported(&sb, d);
+    assert_eq!(tlsa, BTreeSet::from([served1.clone(), next1.clone()]));
+
+    // A renewal now (forced): the new next key's record is only seconds old, less than one
+    // TTL, so the live key is reused: a new certificate, the same key, DANE unbroken.
+    let before = sb.apache_generation();
+    let report = acme::maintain_with(
+        &cfg,
+        sb.config_path(),
+        now(),
+        &Options {
+            only: Some(BTreeSet::from([d.to_string()])),
+            force: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(report.get(d).unwrap().action, Action::Renewed);
+    sb.wait_apache_generation(before + 1).unwrap();
+    assert_eq!(served_serial(&sb, d), set_serial(&sb, d, "2"));
+    assert_eq!(served_spki_sha256(&sb, d), served1, "key reused");
+    assert_eq!(key_spki_sha256(&next_file), next1, "next key kept");
+    let (tlsa, _) = exported(&sb, d);
+    assert_eq!(tlsa, BTreeSet::from([served1, next1]));
+}
+
+/// The serial (lower-case hex) of the certificate a server presents for `sni`.
+fn presented_serial(port: u16, sni: &str, starttls: Option<&str>) -> String {
+    let starttls = starttls.map_or(String::new(), |p| format!(" -starttls {p}"));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername {sni}{starttls} </dev/null \
+             2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .unwrap();
+    stdout(&out)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase()
+}
+
+/// Waits until Exim (25 STARTTLS, 465, 587 STARTTLS) and Dovecot (993, 995) all present the
+/// certificate with `serial` for `sni`.
+fn wait_mail_serial(w: &mailh::MailWorld, sni: &str, serial: &str) {
+    let m = w.mail().clone();
+    let ports = [
+        (m.smtp, Some("smtp")),
+        (m.smtps, None),
+        (m.submission, Some("smtp")),
+        (m.imaps, None),
+        (m.pop3s, None),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (port, starttls) in ports {
+        loop {
+            let got = presented_serial(port, sni, starttls);
+            if got == serial {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "port {port} presents {got:?} for {sni}, not {serial}\n{}",
+                w.servers.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn exim_and_dovecot_present_the_new_certificate_after_a_renewal() {
+    let w = mailh::mail_world();
+    let pebble = Pebble::start(w.http_port(), Some(64 * DAY as u64));
+    let cfg = pebble.configure(&w);
+    const D: &str = "mailtls.test";
+    w.add_site(D, OWNER, "web and mail").unwrap();
+    std::fs::create_dir_all(w.srv().join(D).join("mailboxes/kim")).unwrap();
+    chown_up(w.srv(), &w.srv().join(D).join("mailboxes/kim"), OWNER);
+    w.apply(&[]);
+
+    let o = pass(&w, &cfg, D, now());
+    assert_eq!(o.action, Action::Issued, "{o:?}\n{}", pebble.log());
+    let first = set_serial(&w, D, "0");
+    for sni in [D, "www.mailtls.test"] {
+        wait_mail_serial(&w, sni, &first);
+    }
+    // A name the domain does not have gets the host certificate.
+    assert_ne!(presented_serial(w.mail().imaps, "other.test", None), first);
+
+    // Renewal: Apache, Exim and Dovecot all move to the new set (no stale mail certificate).
+    let o = pass(&w, &cfg, D, o.renew_at.unwrap() + 60);
+    assert_eq!(o.action, Action::Renewed, "{o:?}\n{}", pebble.log());
+    let second = set_serial(&w, D, "1");
+    assert_ne!(first, second);
+    assert_eq!(served_serial(&w, D), second);
+    for sni in [D, "www.mailtls.test"] {
+        wait_mail_serial(&w, sni, &second);
+    }
+}
+
+#[test]
+fn sympl_per_domain_provider_settings_are_validated_and_honoured_or_reported() {
+    let (sb, pebble, cfg) = world(None);
+    // rsa_key_size: an RSA key of that size; email: reported as ignored, never silently.
+    sb.add_site("rsa.test", OWNER, "rsa").unwrap();
+    put(
+        &sb,
+        "rsa.test",
+        "config/ssl/letsencrypt/rsa_key_size",
+        "3072\n",
+        OWNER,
+    );
+    put(
+        &sb,
+        "rsa.test",
+        "config/ssl/letsencrypt/email",
+        "me@rsa.test\n",
+        OWNER,
+    );
+    let o = pass(&sb, &cfg, "rsa.test", now());
+    assert_eq!(o.action, Action::Issued, "{o:?}\n{}", pebble.log());
+    assert!(
+        o.warnings
+            .iter()
+            .any(|w| w.contains("letsencrypt/email is ignored")),
+        "{o:?}"
+    );
+    let text = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -noout -text -in {}",
+            sb.srv()
+                .join("rsa.test/config/ssl/sets/0/ssl.crt")
+                .display()
+        ))
+        .output()
+        .unwrap();
+    let text = stdout(&text);
+    assert!(
+        text.contains("rsaEncryption") && text.contains("(3072 bit)"),
+        "{text}"
+    );
+    let (status, _) = https_get(sb.https_port(), "rsa.test", "/", &pebble.roots());
+    assert_eq!(status, 200);
+
+    // A value dirhost does not make: no order, the reason, a backoff.
+    sb.add_site("weak.test", OWNER, "weak").unwrap();
+    put(
+        &sb,
+        "weak.test",
+        "config/ssl/letsencrypt/rsa_key_size",
+        "1024\n",
+        OWNER,
+    );
+    let o = pass(&sb, &cfg, "weak.test", now());
+    assert_eq!(o.action, Action::Failed, "{o:?}");
+    assert!(o.ordered.is_empty());
+    assert!(
+        o.error.as_deref().unwrap().contains("rsa_key_size"),
+        "{o:?}"
+    );
+    assert!(!sb.srv().join("weak.test/config/ssl/sets").exists());
+
+    // A symlinked settings file is refused (read as the owner, never followed).
+    sb.add_site("link.test", OWNER, "link").unwrap();
+    put(&sb, "link.test", "config/ssl/letsencrypt/x", "", OWNER);
+    std::os::unix::fs::symlink(
+        "/etc/shadow",
+        sb.srv()
+            .join("link.test/config/ssl/letsencrypt/rsa_key_size"),
+    )
+    .unwrap();
+    let o = pass(&sb, &cfg, "link.test", now());
+    assert_eq!(o.action, Action::Failed, "{o:?}");
+    assert!(
+        o.error.as_deref().unwrap().contains("rsa_key_size"),
+        "{o:?}"
+    );
+
+    // Self-signed: lifetime in days.
+    sb.add_site("short.test", OWNER, "short").unwrap();
+    put(
+        &sb,
+        "short.test",
+        "config/ssl-provider",
+        "selfsigned\n",
+        OWNER,
+    );
+    put(
+        &sb,
+        "short.test",
+        "config/ssl/selfsigned/lifetime",
+        "30\n",
+        OWNER,
+    );
+    let o = pass(&sb, &cfg, "short.test", now());
+    assert_eq!(o.action, Action::Issued, "{o:?}");
+    let pem = std::fs::read(sb.srv().join("short.test/config/ssl/sets/0/ssl.crt")).unwrap();
+    let info =
+        dirhost::certs::cert_info(&dirhost::certs::parse_pem(&pem).unwrap().certs[0]).unwrap();
+    assert_eq!(info.not_after - info.not_before, 30 * DAY + 3_600);
 }

@@ -4,6 +4,10 @@
 //! timeouts, never timed assertions.
 
 mod common;
+#[path = "common/mail.rs"]
+mod mailh;
+#[path = "common/pebble.rs"]
+mod pebble;
 
 use std::fs::File;
 use std::os::unix::net::UnixDatagram;
@@ -362,5 +366,234 @@ fn a_failing_reload_is_retried_and_never_stops_the_loop() {
     if let Err(e) = wait_status(&sb, "retry.test", 200, Duration::from_secs(30)) {
         panic!("{e}\n{}", w.log());
     }
+    assert_eq!(w.stop().code(), Some(0));
+}
+
+/// Polls until `host` answers 200 over HTTPS with a chain that verifies against `ca`.
+fn wait_https(sb: &Sandbox, w: &Watcher, host: &str, ca: &std::path::Path, extra: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = https_get(sb.https_port(), host, "/", ca);
+        if status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host}: no valid HTTPS within 60 s (last status {status})\n--- watch log ---\n{}\n\
+             --- apache error log ---\n{}\n{extra}",
+            w.log(),
+            sb.apache_error_log()
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn mkdir_gets_valid_https_from_pebble_by_itself_and_sighup_keeps_it_working() {
+    let sb = sandbox();
+    let pebble = pebble::Pebble::start(sb.http_port(), None);
+    let cfg = pebble.configure(&sb);
+    let w = Watcher::start(&sb);
+
+    // Only a mkdir: the daemon reconciles, kicks the certificate maintainer, which orders
+    // from Pebble (HTTP-01 through the sandbox's Apache), installs the set and reconciles.
+    sb.add_site("auto.test", OWNER, "secure by itself").unwrap();
+    wait_https(&sb, &w, "auto.test", &pebble.roots(), &pebble.log());
+    wait_https(&sb, &w, "www.auto.test", &pebble.roots(), "");
+    let (_, body) = https_get(sb.https_port(), "auto.test", "/", &pebble.roots());
+    assert_eq!(body, "secure by itself");
+    assert_eq!(
+        std::fs::read_link(sb.srv().join("auto.test/config/ssl/current")).unwrap(),
+        PathBuf::from("sets/0")
+    );
+    // The DNS records (with the new certificate's TLSA) were published by the daemon.
+    let dns_state = cfg.paths.state.join("dns/domains/auto.test.json");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let published = std::fs::read_to_string(&dns_state).unwrap_or_default();
+        if published.contains("tlsa_published") && !published.contains("\"tlsa_published\": {}") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{published}\n{}", w.log());
+        sleep(POLL);
+    }
+
+    // SIGHUP restarts the maintainer with the (re-read) configuration: still automatic.
+    w.signal(Signal::SIGHUP);
+    w.wait_log("SIGHUP: reloaded", WAIT);
+    sb.add_site("after-hup.test", OWNER, "still secure")
+        .unwrap();
+    wait_https(&sb, &w, "after-hup.test", &pebble.roots(), &pebble.log());
+
+    // SIGTERM stops the maintainer too, and the daemon exits 0.
+    assert_eq!(w.stop().code(), Some(0));
+}
+
+/// Polls until `user` logs in over IMAPS with `pass` (a refused login is retried until the
+/// generous bound); the time it took.
+fn wait_imap_login(w: &mailh::MailWorld, watcher: &Watcher, user: &str, pass: &str) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if mailh::imap_login_ok(w, user, pass) {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{user} cannot log in with the new password after 30 s\n--- watch log ---\n{}\n{}",
+            watcher.log(),
+            w.servers.logs()
+        );
+        sleep(POLL);
+    }
+}
+
+/// When logins with `pass` started to work, measured from `start`: a login attempt (curl,
+/// from a fresh loopback address) is started every 50 ms in its own thread, so a refused
+/// attempt's delay (Dovecot's `auth_failure_delay`) does not hide the moment; the earliest
+/// start of a successful attempt is returned (an upper bound, to within 50 ms).
+fn first_working_login(
+    w: &mailh::MailWorld,
+    watcher: &Watcher,
+    user: &str,
+    pass: &str,
+    start: Instant,
+) -> Duration {
+    let port = w.mail().imaps;
+    let ca = w.host_ca().display().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let mut found = false;
+        while !found {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{user} cannot log in with the new password after 30 s\n{}\n{}",
+                watcher.log(),
+                w.servers.logs()
+            );
+            let (tx, ca) = (tx.clone(), ca.clone());
+            scope.spawn(move || {
+                let at = start.elapsed();
+                let ok = mailh::curl(&[
+                    &format!("imaps://localhost:{port}/"),
+                    "--resolve",
+                    &format!("localhost:{port}:127.0.0.1"),
+                    "--cacert",
+                    &ca,
+                    "--user",
+                    &format!("{user}:{pass}"),
+                    "-X",
+                    "EXAMINE INBOX",
+                ])
+                .is_ok();
+                let _ = tx.send((at, ok));
+            });
+            sleep(Duration::from_millis(50));
+            found = rx.try_iter().any(|(_, ok)| ok);
+        }
+    });
+    drop(tx);
+    rx.try_iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(at, _)| at)
+        .min()
+        .unwrap_or_else(|| start.elapsed())
+}
+
+#[test]
+fn a_password_written_into_a_mailbox_logs_in_over_imaps_by_itself() {
+    const D: &str = "pw.test";
+    let w = mailh::mail_world();
+    mailh::add_mail_domain(&w, D, OWNER);
+    mailh::add_mailbox(&w, D, "ann", Some("first-Passw0rd"), OWNER);
+    let watcher = Watcher::start(&w);
+    // The startup resync made ann's login.
+    wait_imap_login(&w, &watcher, "ann@pw.test", "first-Passw0rd");
+
+    // A changed password: the mailbox directory is watched, so the new one works by itself
+    // and the old one stops working.
+    let pw = w.srv().join(D).join("mailboxes/ann/password");
+    let start = Instant::now();
+    mailh::write_owned(&pw, "second-Passw0rd", OWNER, 0o600);
+    let changed = first_working_login(&w, &watcher, "ann@pw.test", "second-Passw0rd", start);
+    wait_imap_login(&w, &watcher, "ann@pw.test", "second-Passw0rd");
+    assert!(!mailh::imap_login_ok(&w, "ann@pw.test", "first-Passw0rd"));
+
+    // A new mailbox, then its password as a second step (the new directory is watched as
+    // soon as it appears).
+    let start = Instant::now();
+    mailh::add_mailbox(&w, D, "bob", None, OWNER);
+    sleep(Duration::from_millis(600));
+    let bob_pw = w.srv().join(D).join("mailboxes/bob/password");
+    let written = Instant::now();
+    mailh::write_owned(&bob_pw, "bobs-Passw0rd", OWNER, 0o600);
+    let created = first_working_login(&w, &watcher, "bob@pw.test", "bobs-Passw0rd", written);
+    wait_imap_login(&w, &watcher, "bob@pw.test", "bobs-Passw0rd");
+    assert!(start.elapsed() >= created);
+    // Reported for BENCHMARKS.md (no timed assertion).
+    println!(
+        "password written -> IMAPS login works: changed {} ms, new mailbox {} ms",
+        changed.as_millis(),
+        created.as_millis()
+    );
+    assert_eq!(watcher.stop().code(), Some(0));
+}
+
+/// mkdir → valid HTTPS through the whole daemon path (inotify, debounce, reconcile, kick,
+/// name check, ACME order against Pebble with `PEBBLE_VA_NOSLEEP=1`, verification,
+/// reconcile, graceful reload), 20 sites one after another. Every site must get there;
+/// the latencies are printed for BENCHMARKS.md (no timed assertion).
+#[test]
+fn mkdir_to_valid_https_through_the_daemon_over_20_sites() {
+    let sb = sandbox();
+    let pebble = pebble::Pebble::start(sb.http_port(), None);
+    pebble.configure(&sb);
+    let w = Watcher::start(&sb);
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let host = format!("lat{i:02}.test");
+        let t0 = Instant::now();
+        sb.add_site(&host, OWNER, "x").unwrap();
+        loop {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "--max-time",
+                    "2",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .arg("--cacert")
+                .arg(pebble.roots())
+                .arg("--resolve")
+                .arg(format!("{host}:{}:127.0.0.1", sb.https_port()))
+                .arg(format!("https://{host}:{}/", sb.https_port()))
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).trim() == "200" {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{host}: no valid HTTPS within 60 s\n{}\n{}",
+                w.log(),
+                pebble.log()
+            );
+            sleep(Duration::from_millis(25));
+        }
+        times.push(t0.elapsed());
+    }
+    let mut sorted = times.clone();
+    sorted.sort();
+    let ms = |d: Duration| d.as_millis();
+    println!(
+        "daemon: mkdir -> valid HTTPS over {} sites: min {} ms, p50 {} ms, p90 {} ms, max {} ms",
+        sorted.len(),
+        ms(sorted[0]),
+        ms(sorted[sorted.len() / 2]),
+        ms(sorted[sorted.len() * 9 / 10 - 1]),
+        ms(sorted[sorted.len() - 1])
+    );
     assert_eq!(w.stop().code(), Some(0));
 }

@@ -54,7 +54,8 @@ impl Tree {
             .tempdir()
             .unwrap();
         let root = tmp.path().canonicalize().unwrap();
-        let mut cfg = Config::default();
+        // Never the live system's paths: the sandbox config, every path under `root`.
+        let mut cfg = dirhost::sandbox::sandbox_config(&root, 80, 443, PathBuf::from("/bin/false"));
         cfg.paths.srv = root.join("srv");
         cfg.paths.state = root.join("state");
         cfg.web.hostname = "host.test".into();
@@ -614,4 +615,78 @@ fn tlsa_matches_the_certificate_apache_serves_across_a_renewal() {
             "{n}"
         );
     }
+}
+
+/// `dirhost mail dns DOMAIN`'s stdout.
+fn mail_dns(t: &Tree, domain: &str) -> String {
+    let out = t.run(&["mail", "dns", domain]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+/// The TXT values `dirhost dns export DOMAIN` publishes at `fqdn`.
+fn exported_txt(t: &Tree, domain: &str, fqdn: &str) -> Vec<String> {
+    let out = t.run(&["dns", "export", domain, "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["domains"][0]["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|z| z["records"].as_array().unwrap().clone())
+        .filter(|r| r["type"] == "TXT" && r["fqdn"] == fqdn)
+        .map(|r| r["value"]["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn mail_dns_and_dns_export_agree_on_spf_and_dmarc() {
+    let t = Tree::new(&["192.0.2.1"]);
+    t.mkdir("agree.test", "mailboxes/ann");
+    t.mkdir("agree.test", "config");
+    let spf_of = |t: &Tree| exported_txt(t, "agree.test", "agree.test.");
+    let dmarc_of = |t: &Tree| exported_txt(t, "agree.test", "_dmarc.agree.test.");
+
+    // No files: Sympl publishes neither, and both commands say so.
+    let text = mail_dns(&t, "agree.test");
+    assert!(
+        text.contains("; SPF: none") && text.contains("; DMARC: none"),
+        "{text}"
+    );
+    assert!(spf_of(&t).is_empty() && dmarc_of(&t).is_empty());
+
+    // Empty files: the defaults, in both.
+    t.put("agree.test", "config/spf", "");
+    t.put("agree.test", "config/dmarc", "");
+    let text = mail_dns(&t, "agree.test");
+    assert_eq!(spf_of(&t), ["v=spf1 +a +mx ?all"]);
+    assert_eq!(dmarc_of(&t), ["v=DMARC1; p=quarantine; sp=none"]);
+    assert!(
+        text.contains("agree.test. IN TXT \"v=spf1 +a +mx ?all\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("_dmarc.agree.test. IN TXT \"v=DMARC1; p=quarantine; sp=none\""),
+        "{text}"
+    );
+
+    // Custom values, and a DMARC line that is not one: ignored by both, with a warning.
+    t.put("agree.test", "config/spf", "v=spf1 mx -all\r\nignored\n");
+    t.put("agree.test", "config/dmarc", "p=reject\n");
+    let out = t.run(&["mail", "dns", "agree.test"]);
+    let text = stdout(&out);
+    assert!(
+        stderr(&out).contains("config/dmarc is ignored"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(spf_of(&t), ["v=spf1 mx -all"]);
+    assert!(
+        text.contains("agree.test. IN TXT \"v=spf1 mx -all\""),
+        "{text}"
+    );
+    assert!(dmarc_of(&t).is_empty());
+    assert!(
+        text.contains("; DMARC: none (config/dmarc is ignored"),
+        "{text}"
+    );
 }

@@ -649,6 +649,10 @@ fn dkim_signature_verifies_against_the_published_record() {
         "{msg}"
     );
 
+    // Empty config/spf and config/dmarc: Sympl's defaults (no file: no record, as in
+    // `dirhost dns export`).
+    write_owned(&w.srv().join(D).join("config/spf"), "", OWNER, 0o644);
+    write_owned(&w.srv().join(D).join("config/dmarc"), "", OWNER, 0o644);
     let out = dirhost(&w, &["mail", "dns", D]);
     let dns = stdout(&out);
     assert!(out.status.success(), "{dns}{}", stderr(&out));

@@ -20,14 +20,45 @@ use crate::config::KeyType;
 /// Lifetime of a self-signed certificate (renewed like any other, a third before expiry).
 pub const SELF_SIGNED_DAYS: i64 = 90;
 
+/// A kind of key: `[acme] key_type`, or a domain's `rsa_key_size` override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySpec {
+    /// ECDSA on P-256.
+    EcdsaP256,
+    /// RSA with this many bits.
+    Rsa(u32),
+}
+
+impl From<KeyType> for KeySpec {
+    fn from(t: KeyType) -> Self {
+        match t {
+            KeyType::EcdsaP256 => Self::EcdsaP256,
+            KeyType::Rsa2048 => Self::Rsa(2048),
+        }
+    }
+}
+
+impl KeySpec {
+    /// Is `key` of this kind (RSA sizes are not told apart)?
+    pub fn matches(self, key: &KeyPair) -> bool {
+        let rsa = key.algorithm() == &rcgen::PKCS_RSA_SHA256;
+        matches!((self, rsa), (Self::Rsa(_), true) | (Self::EcdsaP256, false))
+    }
+}
+
 /// A new private key of the configured type.
 pub fn generate(key_type: KeyType) -> Result<KeyPair> {
-    match key_type {
-        KeyType::EcdsaP256 => {
+    generate_spec(key_type.into())
+}
+
+/// A new private key of kind `spec`.
+pub fn generate_spec(spec: KeySpec) -> Result<KeyPair> {
+    match spec {
+        KeySpec::EcdsaP256 => {
             KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("failed to generate a P-256 key")
         }
-        KeyType::Rsa2048 => {
-            let pem = openssl_rsa(2048)?;
+        KeySpec::Rsa(bits) => {
+            let pem = openssl_rsa(bits)?;
             KeyPair::from_pem(&pem).context("failed to load the RSA key openssl generated")
         }
     }
@@ -62,6 +93,11 @@ pub fn csr_der(key: &KeyPair, names: &[String]) -> Result<Vec<u8>> {
 /// A self-signed certificate for `names` valid from an hour before `now` for
 /// [`SELF_SIGNED_DAYS`], as PEM.
 pub fn self_signed(key: &KeyPair, names: &[String], now: i64) -> Result<String> {
+    self_signed_days(key, names, now, SELF_SIGNED_DAYS)
+}
+
+/// [`self_signed`] for `days` days (a domain's `config/ssl/selfsigned/lifetime`).
+pub fn self_signed_days(key: &KeyPair, names: &[String], now: i64, days: i64) -> Result<String> {
     let first = names.first().context("no names for the certificate")?;
     let mut params = CertificateParams::new(names.to_vec()).context("bad names")?;
     let mut dn = DistinguishedName::new();
@@ -71,7 +107,7 @@ pub fn self_signed(key: &KeyPair, names: &[String], now: i64) -> Result<String> 
     let epoch = rcgen::date_time_ymd(1970, 1, 1);
     let secs = |t: i64| Duration::from_secs(u64::try_from(t.max(0)).unwrap_or(0));
     params.not_before = epoch + secs(now - 3_600);
-    params.not_after = epoch + secs(now + SELF_SIGNED_DAYS * 86_400);
+    params.not_after = epoch + secs(now + days * 86_400);
     let cert = params
         .self_signed(key)
         .context("failed to sign the certificate")?;

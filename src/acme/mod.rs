@@ -6,8 +6,10 @@
 //! (`dns`), the order itself (`client`), keys and self-signed certificates (`keys`),
 //! installing a set in Sympl's layout and making it current only after it verified
 //! (`store`), the renewal and backoff rules (`policy`, pure), the persisted per-domain state
-//! (`state`), Sympl's SSL hooks (`hooks`), the [`Maintainer`] thread and `dirhost ssl`
-//! (`cli`).
+//! (`state`), Sympl's SSL hooks (`hooks`), the key of each new certificate under the DANE
+//! rollover rule (`rollover`), Sympl's per-domain `config/ssl/<provider>/` settings
+//! (`overrides`), the [`Maintainer`] thread (which also publishes DNS after each pass,
+//! [`publish_dns`]), `dirhost ssl` (`cli`) and the demo's local Pebble (`localca`).
 //!
 //! What it must not do: write Apache's configuration (after a set goes live it calls
 //! `reconcile`, the one pipeline), write under /srv except through `safefs` as the owner,
@@ -20,13 +22,17 @@ pub mod client;
 pub mod dns;
 pub mod hooks;
 pub mod keys;
+pub mod localca;
+pub mod overrides;
 pub mod policy;
+pub mod rollover;
 pub mod state;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -39,6 +45,7 @@ use crate::model::{self, Domain};
 use crate::reconcile::{self, Request};
 use crate::render::Layout;
 use policy::Renewal;
+use rcgen::{KeyPair, PublicKeyData};
 use state::{AriState, DomainState};
 use store::{ChainCheck, Material};
 
@@ -165,7 +172,21 @@ pub fn maintain_with(
     now: i64,
     opts: &Options,
 ) -> Result<MaintainReport> {
-    let model = model::load(&cfg.paths.srv, now)?;
+    maintain_until(cfg, config_path, now, opts, None)
+}
+
+/// [`maintain_with`] that stops before the next domain once `stop` is set (the domains not
+/// reached are left out of the report; whatever went live still gets its reconcile).
+fn maintain_until(
+    cfg: &Config,
+    config_path: &Path,
+    now: i64,
+    opts: &Options,
+    stop: Option<&AtomicBool>,
+) -> Result<MaintainReport> {
+    // Scoped: only the asked-for domains' directories are read (the daemon kicks a few
+    // domains at a time, whatever the size of /srv).
+    let model = model::load_scoped(&cfg.paths.srv, opts.only.as_ref(), now)?;
     let mut report = MaintainReport::default();
     let mut ctx = Pass::new(cfg, now, opts.force);
     if let Some(only) = &opts.only {
@@ -181,6 +202,10 @@ pub fn maintain_with(
     for d in model.domains.values() {
         if opts.only.as_ref().is_some_and(|o| !o.contains(&d.name)) {
             continue;
+        }
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            tracing::info!("certificate pass interrupted: stopping");
+            break;
         }
         if !d.web {
             if opts.only.is_some() {
@@ -282,6 +307,20 @@ impl<'a> Pass<'a> {
         let now = self.now;
         let mut out = Outcome::new(&d.name, Action::NotDue);
         let acme = d.ssl_provider == SslProvider::Letsencrypt;
+        // Sympl's config/ssl/<provider>/ settings: a bad value refuses the order.
+        let ov = match overrides::read(&self.cfg.paths.srv, d) {
+            Ok(o) => o,
+            Err(e) => {
+                return Ok(self.fail(d, &mut st, out, format!("{}: {e}", d.name), None));
+            }
+        };
+        for w in &ov.ignored {
+            tracing::warn!(domain = %d.name, "{w}");
+            out.warnings.push(format!("{}: {w}", d.name));
+        }
+        let spec = ov
+            .key
+            .unwrap_or_else(|| keys::KeySpec::from(self.cfg.acme.key_type));
 
         let need = match &d.cert {
             None => Some(Need::Missing),
@@ -319,6 +358,13 @@ impl<'a> Pass<'a> {
                 }
             }
         };
+        // The next key exists ahead of the renewal, so its TLSA record is out long before.
+        if let Some(c) = &d.cert {
+            let live = crate::dns::records::leaf_spki(&c.chain_pem).ok();
+            if let Err(e) = rollover::ensure_next(self.cfg, &d.name, spec, live.as_deref()) {
+                tracing::error!(domain = %d.name, "{e:#}");
+            }
+        }
         let Some(need) = need else {
             state::save(self.cfg, &d.name, &st)?;
             return Ok(out);
@@ -396,7 +442,7 @@ impl<'a> Pass<'a> {
         st.begin(now);
         state::save(self.cfg, &d.name, &st)?;
         out.ordered = ordered.clone();
-        match self.obtain(d, &ordered, &st) {
+        match self.obtain(d, &ordered, &st, spec, ov.lifetime_days) {
             Ok(material) => {
                 let chain = if acme {
                     match self.roots() {
@@ -427,6 +473,15 @@ impl<'a> Pass<'a> {
                 ) {
                     Ok((set, info)) => {
                         tracing::info!(domain = %d.name, set = %set, expires = info.not_after, "new certificate set is current");
+                        // The key just put live is no longer "next": make the following one.
+                        let live = KeyPair::from_pem(&material.key_pem)
+                            .ok()
+                            .map(|k| k.subject_public_key_info());
+                        if let Err(e) =
+                            rollover::ensure_next(self.cfg, &d.name, spec, live.as_deref())
+                        {
+                            tracing::error!(domain = %d.name, "{e:#}");
+                        }
                         st.succeeded(now, &set);
                         st.ordered = ordered;
                         st.left_out = left_out;
@@ -440,7 +495,11 @@ impl<'a> Pass<'a> {
                         out.expires = Some(info.not_after);
                         out.renew_at =
                             Some(policy::renew_at(info.not_before, info.not_after, None));
-                        out.warnings.clear();
+                        out.warnings = ov
+                            .ignored
+                            .iter()
+                            .map(|w| format!("{}: {w}", d.name))
+                            .collect();
                         Ok(out)
                     }
                     Err(e) => Ok(self.fail(d, &mut st, out, format!("{e:#}"), None)),
@@ -456,12 +515,25 @@ impl<'a> Pass<'a> {
         d: &Domain,
         names: &[String],
         st: &DomainState,
+        spec: keys::KeySpec,
+        lifetime_days: Option<i64>,
     ) -> std::result::Result<Material, (String, Option<i64>)> {
         let plain = |e: anyhow::Error| (format!("{}: {e:#}", d.name), None);
-        let key = keys::generate(self.cfg.acme.key_type).map_err(plain)?;
+        let (key, choice) = rollover::choose(self.cfg, d, spec, self.now).map_err(plain)?;
+        match choice {
+            rollover::Choice::Reuse => tracing::info!(
+                domain = %d.name,
+                "reusing the live key: the next key's TLSA record has not been published for one TTL yet"
+            ),
+            rollover::Choice::Next => {
+                tracing::info!(domain = %d.name, "the next key (TLSA published ahead) goes live")
+            }
+            rollover::Choice::Fresh => {}
+        }
         let key_pem = keys::key_pem(&key);
         if d.ssl_provider == SslProvider::Selfsigned {
-            let chain_pem = keys::self_signed(&key, names, self.now).map_err(plain)?;
+            let days = lifetime_days.unwrap_or(keys::SELF_SIGNED_DAYS);
+            let chain_pem = keys::self_signed_days(&key, names, self.now, days).map_err(plain)?;
             return Ok(Material { key_pem, chain_pem });
         }
         let csr = keys::csr_der(&key, names).map_err(plain)?;
@@ -587,6 +659,38 @@ pub fn random_fraction() -> f64 {
     (u64::from_be_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Exports the DNS records of `only` (all when `None`) and hands the changed ones to the
+/// DNS hooks, which records when each TLSA association was first published (the rollover
+/// rule, [`crate::dns::key_may_go_live`], reads that). Errors are logged: the next pass
+/// offers the change again.
+pub fn publish_dns(cfg: &Config, only: Option<&BTreeSet<String>>) {
+    let now = reconcile::now();
+    let mut export = match crate::dns::build(cfg, only, now) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("DNS export failed: {e:#}");
+            return;
+        }
+    };
+    // A domain that left /srv is only noticed (its zones withdrawn from the hooks) by a
+    // full export.
+    if !export.missing.is_empty() {
+        match crate::dns::build(cfg, None, now) {
+            Ok(e) => export = e,
+            Err(e) => tracing::error!("DNS export failed: {e:#}"),
+        }
+    }
+    match crate::dns::run_hooks_if_changed(cfg, &export, now) {
+        Ok(r) if r.domains.is_empty() => {}
+        Ok(r) if r.ok() => tracing::info!(domains = ?r.domains, "DNS records published"),
+        Ok(r) => tracing::warn!(
+            domains = ?r.domains,
+            "DNS hooks failed; the change is offered again at the next pass"
+        ),
+        Err(e) => tracing::error!("DNS publication failed: {e:#}"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The maintainer thread.
 
@@ -595,7 +699,7 @@ pub fn random_fraction() -> f64 {
 const FULL_PASS_MIN: u64 = 9 * 3_600;
 const FULL_PASS_MAX: u64 = 15 * 3_600;
 /// Kicks arriving this close together are served by one pass.
-const KICK_COALESCE: Duration = Duration::from_millis(200);
+const KICK_COALESCE: Duration = Duration::from_millis(50);
 
 enum Msg {
     Kick(BTreeSet<String>),
@@ -608,19 +712,24 @@ enum Msg {
 pub struct Maintainer {
     tx: mpsc::Sender<Msg>,
     handle: Option<JoinHandle<()>>,
+    /// Set by [`Maintainer::stop`]: a pass stops before its next domain.
+    stop: Arc<AtomicBool>,
 }
 
 impl Maintainer {
     /// Starts the thread.
     pub fn start(cfg: Config, config_path: PathBuf) -> Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("dirhost-acme".into())
-            .spawn(move || maintainer_loop(&cfg, &config_path, &rx))
+            .spawn(move || maintainer_loop(&cfg, &config_path, &rx, &flag))
             .context("failed to start the certificate maintainer thread")?;
         Ok(Self {
             tx,
             handle: Some(handle),
+            stop,
         })
     }
 
@@ -632,12 +741,35 @@ impl Maintainer {
         }
     }
 
-    /// Stops the thread, waiting for a pass in progress to finish.
+    /// Stops the thread: a pass in progress finishes the domain it is at (an order is
+    /// bounded in time) and its reconcile, and skips the rest.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
+    /// [`Maintainer::stop`], waiting at most `limit` (an order in progress may take
+    /// minutes; systemd's stop timeout is shorter). Returns false when it gave up: the
+    /// process is about to exit, and an order cut short is already counted as an attempt
+    /// (`state::DomainState::begin`), so it never causes extra orders.
+    pub fn stop_within(mut self, limit: Duration) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.tx.send(Msg::Stop);
+        let Some(h) = self.handle.take() else {
+            return true;
+        };
+        let deadline = std::time::Instant::now() + limit;
+        while !h.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = h.join();
+        true
+    }
+
     fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
         let _ = self.tx.send(Msg::Stop);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -655,7 +787,7 @@ fn secs_from_now(t: i64, now: i64) -> Duration {
     Duration::from_secs(u64::try_from(t.saturating_sub(now)).unwrap_or(0))
 }
 
-fn maintainer_loop(cfg: &Config, config_path: &Path, rx: &mpsc::Receiver<Msg>) {
+fn maintainer_loop(cfg: &Config, config_path: &Path, rx: &mpsc::Receiver<Msg>, stop: &AtomicBool) {
     let jitter = |lo: u64, hi: u64| lo + ((hi - lo) as f64 * random_fraction()) as u64;
     let mut next_full = reconcile::now() + jitter(0, 60) as i64;
     // Failed domains and when their backoff runs out.
@@ -698,7 +830,7 @@ fn maintainer_loop(cfg: &Config, config_path: &Path, rx: &mpsc::Receiver<Msg>) {
             only: only.clone(),
             force: false,
         };
-        match maintain_with(cfg, config_path, reconcile::now(), &opts) {
+        match maintain_until(cfg, config_path, reconcile::now(), &opts, Some(stop)) {
             Ok(report) => {
                 if full {
                     retries.clear();
@@ -716,6 +848,9 @@ fn maintainer_loop(cfg: &Config, config_path: &Path, rx: &mpsc::Receiver<Msg>) {
                 let changed = report.changed();
                 if !changed.is_empty() {
                     tracing::info!(domains = ?changed, "new certificates are live");
+                }
+                if !stop.load(Ordering::Relaxed) {
+                    publish_dns(cfg, only.as_ref());
                 }
             }
             Err(e) => {

@@ -163,8 +163,21 @@ pub fn gather(
         Err(e) => warnings.push((String::new(), format!("CAA without accounturi: {e}"))),
     }
 
-    // TODO(acme): next keys of a rollover. The ACME module does not pre-generate keys yet;
-    // when it does, fill `inputs.next_tls_keys` here (domain → SPKI DER). See README, "DNS".
+    // The next key of each web domain with a certificate (the ACME module keeps it ahead of
+    // the renewal so that its TLSA record is out for a TTL before it goes live).
+    for (name, (d, _)) in domains {
+        if d.web
+            && d.cert.is_some()
+            && matches!(
+                d.ssl_provider,
+                crate::model::validate::SslProvider::Letsencrypt
+                    | crate::model::validate::SslProvider::Selfsigned
+            )
+            && let Some(spki) = crate::acme::rollover::next_spki(cfg, name)
+        {
+            inputs.next_tls_keys.insert(name.clone(), spki);
+        }
+    }
 
     // TLSA for SMTP: Exim presents `[mail] certificate` to clients that send no SNI or the
     // MX name (its per-name certificates are keyed by the domain's own names only).

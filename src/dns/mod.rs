@@ -31,7 +31,9 @@ use anyhow::Result;
 use crate::config::Config;
 
 pub use records::{DnsInputs, DomainZones, Zone};
-pub use state::{HookReport, key_may_go_live, run_hooks_if_changed, tlsa_published_since};
+pub use state::{
+    HookReport, key_may_go_live, run_hooks_if_changed, tlsa_ever_published, tlsa_published_since,
+};
 
 /// The zones of one export, and what could not be exported.
 #[derive(Debug, Clone, Default)]

@@ -16,8 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -228,6 +227,12 @@ pub fn tlsa_published_since(cfg: &Config, domain: &str, spki_der: &[u8]) -> Opti
         .copied()
 }
 
+/// Has dirhost ever published a TLSA record for `domain` (that is still in its records)?
+/// When not, no key change can break DANE for it.
+pub fn tlsa_ever_published(cfg: &Config, domain: &str) -> bool {
+    !load(&dns_dir(cfg), domain).tlsa_published.is_empty()
+}
+
 /// The rollover rule (README, "DNS"): may a certificate with the key `spki_der` go live for
 /// `domain` at `now`? Yes when dirhost has published no TLSA record for the domain (no DANE
 /// to break), or when that key's TLSA record has been published for at least one TTL.
@@ -242,14 +247,7 @@ pub fn key_may_go_live(cfg: &Config, domain: &str, spki_der: &[u8], now: i64) ->
         .is_some_and(|since| since.saturating_add(i64::from(st.ttl.max(1))) <= now)
 }
 
-/// The outcome of one hook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HookRun {
-    /// The hook's file name.
-    pub name: String,
-    /// `None` when it exited 0, else what went wrong.
-    pub error: Option<String>,
-}
+pub use crate::hooks::HookRun;
 
 /// What [`run_hooks_if_changed`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -408,91 +406,17 @@ fn list_domains(dir: &Path) -> Vec<String> {
     out
 }
 
-fn hook_name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Runs every hook in `dir` with `zones` on stdin. A missing directory means no hooks.
+/// Runs every hook in `dir` with `zones` on stdin (the shared runner, [`crate::hooks`]).
+/// A missing directory means no hooks.
 pub fn run_hooks(dir: &Path, zones: &[String], zones_dir: &Path) -> Vec<HookRun> {
-    if zones.is_empty() || dir.as_os_str().is_empty() {
-        return Vec::new();
+    crate::hooks::Hooks {
+        dir,
+        arg: "dns-update",
+        env: &[("DIRHOST_DNS_ZONES", zones_dir)],
+        timeout: HOOK_TIMEOUT,
+        what: "DNS",
     }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => {
-            return vec![HookRun {
-                name: dir.display().to_string(),
-                error: Some(format!("cannot list the DNS hooks: {e}")),
-            }];
-        }
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let meta = std::fs::metadata(e.path()).ok()?;
-            (hook_name_ok(&name) && meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-                .then_some(name)
-        })
-        .collect();
-    names.sort();
-    let input: String = zones.iter().map(|z| format!("{z}\n")).collect();
-    names
-        .into_iter()
-        .map(|name| {
-            let error = run_one(&dir.join(&name), &input, zones_dir).err();
-            match &error {
-                Some(e) => tracing::error!(hook = %name, "DNS hook failed: {e}"),
-                None => tracing::info!(hook = %name, "DNS hook ran"),
-            }
-            HookRun { name, error }
-        })
-        .collect()
-}
-
-fn run_one(path: &Path, input: &str, zones_dir: &Path) -> Result<(), String> {
-    let errfile = tempfile::tempfile().map_err(|e| format!("no temp file for stderr: {e}"))?;
-    let errclone = errfile
-        .try_clone()
-        .map_err(|e| format!("no temp file for stderr: {e}"))?;
-    let mut child = Command::new(path)
-        .arg("dns-update")
-        .env("DIRHOST_DNS_ZONES", zones_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(errclone))
-        .spawn()
-        .map_err(|e| format!("failed to start: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that ignores stdin may close it early: not an error.
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let deadline = Instant::now() + HOOK_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("killed after {} s", HOOK_TIMEOUT.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(e.to_string()),
-        }
-    };
-    if status.success() {
-        return Ok(());
-    }
-    let mut err = String::new();
-    let mut f = errfile;
-    use std::io::{Read, Seek};
-    let _ = f.rewind();
-    let _ = f.take(4096).read_to_string(&mut err);
-    Err(format!("{status}: {}", err.trim()))
+    .run(zones)
 }
 
 #[cfg(test)]

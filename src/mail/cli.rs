@@ -495,17 +495,34 @@ fn dns(cfg: &Config, config_path: &Path, raw: &str) -> Result<u8> {
             "; DKIM: off (create config/dkim to sign outgoing mail)"
         )?,
     }
-    match super::dkim::spf_record(&spf) {
-        Some(r) => writeln!(out, "{}", super::dkim::txt(&d.name, &r))?,
-        None => writeln!(out, "; SPF: off (config/spf says false)")?,
+    // The same rules as `dirhost dns export` (Sympl's): no file, no record.
+    match crate::dns::records::spf(&spf) {
+        Ok(Some(r)) => writeln!(out, "{}", super::dkim::txt(&d.name, &r))?,
+        Ok(None) => writeln!(
+            out,
+            "; SPF: none (config/spf is absent or false; an empty config/spf publishes {})",
+            crate::dns::records::DEFAULT_SPF
+        )?,
+        Err(why) => {
+            eprintln!("dirhost: warning {}: {why}", d.name);
+            writeln!(out, "; SPF: none ({why})")?;
+        }
     }
-    match super::dkim::dmarc_record(&dmarc) {
-        Some(r) => writeln!(
+    match crate::dns::records::dmarc(&dmarc) {
+        Ok(Some(r)) => writeln!(
             out,
             "{}",
             super::dkim::txt(&format!("_dmarc.{}", d.name), &r)
         )?,
-        None => writeln!(out, "; DMARC: off (config/dmarc says false)")?,
+        Ok(None) => writeln!(
+            out,
+            "; DMARC: none (config/dmarc is absent or false; an empty config/dmarc publishes {})",
+            crate::dns::records::DEFAULT_DMARC
+        )?,
+        Err(why) => {
+            eprintln!("dirhost: warning {}: {why}", d.name);
+            writeln!(out, "; DMARC: none ({why})")?;
+        }
     }
     Ok(0)
 }

@@ -6,21 +6,13 @@
 //! customer could swap it there); it lives in `<state>/mail/exim/dkim/<domain>`,
 //! root:Debian-exim 0640, and never appears in a log line.
 //!
-//! SPF and DMARC follow Sympl (`config/spf`, `config/dmarc`): empty or `true` gives the
-//! defaults `v=spf1 +a +mx ?all` and `v=DMARC1; p=quarantine; sp=none`; `false` publishes
-//! nothing; other text is used as it is (first line).
+//! SPF and DMARC are `dns::records`' (`spf`, `dmarc`), so `dirhost mail dns` and `dirhost
+//! dns export` always agree: Sympl's rules, no file no record, empty or `true` the defaults.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
-
-use crate::model::validate::Flag;
-
-/// The default SPF record (Sympl's).
-pub const DEFAULT_SPF: &str = "v=spf1 +a +mx ?all";
-/// The default DMARC record (Sympl's).
-pub const DEFAULT_DMARC: &str = "v=DMARC1; p=quarantine; sp=none";
 
 /// Generates a new RSA 2048 private key (PKCS#8 PEM).
 pub fn generate_key() -> Result<String> {
@@ -84,43 +76,6 @@ pub fn dkim_record(public_b64: &str) -> String {
     format!("v=DKIM1; k=rsa; p={public_b64}")
 }
 
-/// The SPF record to publish, if any.
-pub fn spf_record(flag: &Flag) -> Option<String> {
-    match flag {
-        Flag::Unset | Flag::True => Some(DEFAULT_SPF.into()),
-        Flag::False => None,
-        Flag::Value(v) => first_line(v),
-    }
-}
-
-/// The DMARC record to publish, if any. A custom value must look like a DMARC record
-/// (`v=DMARC1; tag=value...`), else the default is used.
-pub fn dmarc_record(flag: &Flag) -> Option<String> {
-    match flag {
-        Flag::Unset | Flag::True => Some(DEFAULT_DMARC.into()),
-        Flag::False => None,
-        Flag::Value(v) => {
-            let line = first_line(v)?;
-            let looks_right = line.starts_with("v=DMARC")
-                && line
-                    .split(';')
-                    .skip(1)
-                    .filter(|p| !p.trim().is_empty())
-                    .all(|p| p.contains('='));
-            Some(if looks_right {
-                line
-            } else {
-                DEFAULT_DMARC.into()
-            })
-        }
-    }
-}
-
-fn first_line(v: &str) -> Option<String> {
-    let l = v.lines().next()?.trim();
-    (!l.is_empty() && !l.chars().any(char::is_control)).then(|| l.to_string())
-}
-
 /// A TXT record in zone-file syntax, split into quoted strings of at most 255 bytes.
 pub fn txt(name: &str, value: &str) -> String {
     let chunks: Vec<String> = value
@@ -136,22 +91,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_follow_sympl() {
-        assert_eq!(spf_record(&Flag::True).as_deref(), Some(DEFAULT_SPF));
-        assert_eq!(spf_record(&Flag::False), None);
-        assert_eq!(
-            spf_record(&Flag::Value("v=spf1 mx -all\r\nignored".into())).as_deref(),
-            Some("v=spf1 mx -all")
-        );
-        assert_eq!(dmarc_record(&Flag::Unset).as_deref(), Some(DEFAULT_DMARC));
-        assert_eq!(
-            dmarc_record(&Flag::Value("v=DMARC1; p=reject; rua=mailto:x@y.z".into())).as_deref(),
-            Some("v=DMARC1; p=reject; rua=mailto:x@y.z")
-        );
-        assert_eq!(
-            dmarc_record(&Flag::Value("nonsense".into())).as_deref(),
-            Some(DEFAULT_DMARC)
-        );
+    fn txt_records_are_split_into_strings() {
         let long = "a".repeat(300);
         let t = txt("sel._domainkey.example.com", &long);
         assert!(t.starts_with("sel._domainkey.example.com. IN TXT \""));
