@@ -134,13 +134,14 @@ fn open_log(srv: &Path, vhost: &str, https: bool) -> Result<Option<std::fs::File
         gid: st.gid,
     };
     let logs = PathBuf::from(&dir).join("public/logs");
-    safefs::mkdir_all(srv, &logs, owner, 0o755).map_err(|e| e.to_string())?;
+    safefs::mkdir_all(srv, &logs, owner, 0o750).map_err(|e| e.to_string())?;
     let name = if https {
         "ssl_access.log"
     } else {
         "access.log"
     };
-    safefs::open_append(srv, &logs.join(name), owner, 0o644)
+    // 0640: raw logs hold full visitor addresses; only the owner (and their group) reads them.
+    safefs::open_append(srv, &logs.join(name), owner, 0o640)
         .map(Some)
         .map_err(|e| e.to_string())
 }

@@ -32,7 +32,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
-use crate::config::{Commands, Config, Paths, Php, Ports, Web};
+use crate::config::{Acme, Commands, Config, Paths, Php, Ports, Web};
 
 /// The Apache binary. Called directly: `apache2ctl` sources `/etc/apache2/envvars` and
 /// assumes the Debian layout.
@@ -759,7 +759,13 @@ pub fn sandbox_config(root: &Path, http: u16, https: u16, dirhost: PathBuf) -> C
             hostname: s(HOSTNAME),
             cgi: false,
         },
-        acme: Default::default(),
+        // Let's Encrypt's directory stays (CAA in the DNS goldens names it), but nothing is
+        // ordered: sandbox names do not resolve here, and the name check comes first. Hooks
+        // are the sandbox's own, never the host's /etc/dirhost/ssl-hooks.d.
+        acme: Acme {
+            hooks_dir: root.join("etc/dirhost/ssl-hooks.d"),
+            ..Default::default()
+        },
         watch: Default::default(),
         // Replaced by mail::sandbox::config once the mail ports are chosen.
         mail: Default::default(),
