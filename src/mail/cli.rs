@@ -341,6 +341,11 @@ fn as_owner(d: &Domain, prog: &str, args: &[&str], paths: &[&Path]) -> Result<()
 }
 
 fn apply_domain(cfg: &Config, config_path: &Path, d: &Domain) -> Result<u8> {
+    if !nix::unistd::geteuid().is_root() {
+        // A customer edited their own /srv; reloading is root's (the daemon's) job.
+        crate::cli::defer_to_daemon(false);
+        return Ok(0);
+    }
     super::ensure_dirs(cfg)?;
     let req = Request {
         only: Some([d.name.clone()].into()),
