@@ -250,7 +250,7 @@ pub fn main() -> ExitCode {
     let quiet = cli.global.quiet;
     let result = match guard(&cfg, &mut command, quiet) {
         Ok(Some(code)) => return ExitCode::from(code),
-        Ok(None) => run(&cfg, &path, command, quiet),
+        Ok(None) => run(cfg, path, command, quiet),
         Err(e) => Err(e),
     };
     match result {
@@ -265,7 +265,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: &Config, path: &Path, command: Command, quiet: bool) -> Result<u8> {
+fn run(cfg: Config, path: PathBuf, command: Command, quiet: bool) -> Result<u8> {
     match command {
         Command::Apply(a) => cmd_apply(&cfg, &path, &a),
         Command::Web(WebCommand::List { json }) => cmd_web_list(&cfg, json),
@@ -372,9 +372,7 @@ fn guard(cfg: &Config, command: &mut Command, quiet: bool) -> Result<Option<u8>>
                     // daemon does it for every change to /srv.
                     defer_to_daemon(quiet);
                     if !quiet {
-                        eprintln!(
-                            "dirhost: `dirhost apply --dry-run` shows what it will change"
-                        );
+                        eprintln!("dirhost: `dirhost apply --dry-run` shows what it will change");
                     }
                     return Ok(Some(0));
                 }
@@ -388,8 +386,12 @@ fn guard(cfg: &Config, command: &mut Command, quiet: bool) -> Result<Option<u8>>
                 c.domains = crate::site::owned_by(srv, uid)?;
             }
         }
-        Command::Site(SiteCommand::Show { domain, .. }) => check(&[domain.clone()], true)?,
-        Command::Site(SiteCommand::Remove { domain }) => check(&[domain.clone()], false)?,
+        Command::Site(SiteCommand::Show { domain, .. }) => {
+            check(std::slice::from_ref(domain), true)?
+        }
+        Command::Site(SiteCommand::Remove { domain }) => {
+            check(std::slice::from_ref(domain), false)?
+        }
         Command::Site(SiteCommand::Add { owner, .. }) => {
             if let (Some(uid), Some(o)) = (user, owner.as_deref()) {
                 let wanted = crate::site::resolve_owner(o)?;
@@ -406,14 +408,14 @@ fn guard(cfg: &Config, command: &mut Command, quiet: bool) -> Result<Option<u8>>
             return root_only("ordering certificates");
         }
         Command::Ssl(SslCommand::Select { domain, .. }) => {
-            check(&[domain.clone()], true)?;
+            check(std::slice::from_ref(domain), true)?;
             return root_only("switching certificate sets");
         }
         Command::Mail(m) => match m {
             MailCommand::List {
                 domain: Some(d), ..
             }
-            | MailCommand::Dns { domain: d } => check(&[d.clone()], true)?,
+            | MailCommand::Dns { domain: d } => check(std::slice::from_ref(d), true)?,
             MailCommand::Add { address, .. }
             | MailCommand::Passwd { address, .. }
             | MailCommand::Remove { address, .. } => check(&mail_domain(address), true)?,
@@ -693,7 +695,11 @@ fn cmd_site(cfg: &Config, path: &Path, cmd: SiteCommand, quiet: bool) -> Result<
                 },
             };
             let dir = site::add(cfg, &domain, owner).map_err(|e| {
-                explain_denied(e, cfg, &format!("dirhost site add {domain} --owner {}", owner.uid))
+                explain_denied(
+                    e,
+                    cfg,
+                    &format!("dirhost site add {domain} --owner {}", owner.uid),
+                )
             })?;
             println!("created {}", dir.display());
             reconcile_after(cfg, path, &domain, quiet)
@@ -775,10 +781,8 @@ fn cmd_site(cfg: &Config, path: &Path, cmd: SiteCommand, quiet: bool) -> Result<
                     out,
                     "certificate:   {}",
                     match (&info.certificate_set, info.certificate_expires) {
-                        (Some(set), Some(t)) => format!(
-                            "set {set} (expires {})",
-                            crate::acme::cli::utc(Some(t))
-                        ),
+                        (Some(set), Some(t)) =>
+                            format!("set {set} (expires {})", crate::acme::cli::utc(Some(t))),
                         (Some(set), None) => format!("set {set}"),
                         _ => "-".to_string(),
                     }
