@@ -33,10 +33,11 @@ struct Global {
     /// Config file (default /etc/dirhost/dirhost.toml; every key optional).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// More output on stderr (-v info, -vv debug, -vvv trace).
+    /// More output on stderr (-v info, -vv debug, -vvv trace). Colour only on a terminal,
+    /// never with NO_COLOR set.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Only errors on stderr.
+    /// Only errors on stderr (no notes, no progress).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
 }
@@ -88,8 +89,9 @@ enum Command {
     Site(SiteCommand),
     /// Find what is wrong, and say how to fix it (exit 1 when anything is).
     ///
-    /// Checks: services installed, web ports answering, inotify limits, every domain's names
-    /// resolving to this host, domains skipped and why, hand-edited and out-of-date files.
+    /// Checks: services installed and answering, inotify limits, every domain's names
+    /// resolving to this host, certificates (next renewal or last error), domains skipped
+    /// and why, hand-edited and out-of-date files. Every finding names its fix.
     ///
     /// Examples:
     ///   dirhost check

@@ -78,11 +78,17 @@ impl Progress {
         let label = self.label.clone();
         let started = self.started;
         let frames = ['|', '/', '-', '\\'];
+        // The first frame now: short work still shows that it ran.
+        draw(&sink, &format!("{label} {} 0 s", frames[0]));
         self.ticker = std::thread::Builder::new()
             .name("progress".into())
             .spawn(move || {
-                let mut i = 0usize;
-                while !stop.load(Ordering::Relaxed) {
+                let mut i = 1usize;
+                loop {
+                    std::thread::sleep(every);
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let line = format!(
                         "{label} {} {} s",
                         frames[i % frames.len()],
@@ -90,7 +96,6 @@ impl Progress {
                     );
                     draw(&sink, &line);
                     i += 1;
-                    std::thread::sleep(every);
                 }
             })
             .ok();

@@ -568,3 +568,56 @@ fn demo_once_sets_up_a_sandbox_and_says_what_to_try() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("refusing"), "{}", stderr(&out));
 }
+
+/// Runs `dirhost --config <sandbox config> ARGS` on a pseudo-terminal (util-linux `script`),
+/// with `env` added; returns what the terminal showed (stdout and stderr together).
+fn on_terminal(sb: &dirhost::sandbox::Sandbox, args: &str, env: &[(&str, &str)]) -> String {
+    let cmdline = format!(
+        "{} --config {} {args}",
+        env!("CARGO_BIN_EXE_dirhost"),
+        sb.config_path().display()
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &cmdline, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("script (util-linux)");
+    stdout(&out)
+}
+
+#[test]
+fn colour_and_progress_only_on_a_terminal_and_never_with_no_color() {
+    let sb = sandbox();
+    sb.add_site("rooted.test", 0, "x").unwrap();
+    sb.add_site("manual.test", OWNER, "x").unwrap();
+    put(&sb, "manual.test", "config/ssl-provider", "false", OWNER);
+
+    let tty = on_terminal(&sb, "check --no-dns", &[]);
+    assert!(
+        tty.contains("\x1b[31merror\x1b[0m [domain] rooted.test"),
+        "{tty:?}"
+    );
+    let plain = on_terminal(&sb, "check --no-dns", &[("NO_COLOR", "1")]);
+    assert!(plain.contains("error [domain] rooted.test"), "{plain:?}");
+    assert!(!plain.contains("\x1b["), "NO_COLOR: {plain:?}");
+    let piped = dirhost(&sb, &["check", "--no-dns"]);
+    assert!(!stdout(&piped).contains('\x1b'));
+
+    // Certificate orders show progress on stderr, on a terminal only, and not with -q.
+    let tty = on_terminal(&sb, "ssl renew manual.test", &[]);
+    assert!(tty.contains("ordering certificates"), "{tty:?}");
+    assert!(tty.contains("manual.test: manual"), "{tty:?}");
+    let quiet = on_terminal(&sb, "-q ssl renew manual.test", &[]);
+    assert!(!quiet.contains("ordering certificates"), "{quiet:?}");
+    let piped = dirhost(&sb, &["ssl", "renew", "manual.test"]);
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert!(!stderr(&piped).contains("ordering"), "{}", stderr(&piped));
+    assert!(
+        stdout(&piped).contains("manual.test: manual"),
+        "{}",
+        stdout(&piped)
+    );
+}
