@@ -329,6 +329,28 @@ pub fn defer_to_daemon(quiet: bool) {
     }
 }
 
+fn is_no_such_domain(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::site::LookupError>(),
+            Some(crate::site::LookupError::Name(
+                crate::site::NameError::NoSuchDomain { .. }
+            ))
+        )
+    })
+}
+
+/// Whether dirhost has a generated vhost for `name` (a domain that may have just left /srv).
+fn was_generated(cfg: &Config, name: &str) -> bool {
+    crate::site::parse_name(name).is_ok_and(|ascii| {
+        cfg.paths
+            .apache
+            .join("sites-available")
+            .join(format!("{ascii}.conf"))
+            .exists()
+    })
+}
+
 /// Before a command runs: checks every domain it names (exists, else a suggestion; usable,
 /// where the command needs that; the caller's own, when not root), and what a user who is
 /// not root may do. `Some(code)`: the command is done (it was only for root, and the daemon
@@ -361,7 +383,14 @@ fn guard(cfg: &Config, command: &mut Command, quiet: bool) -> Result<Option<u8>>
     };
     match command {
         Command::Apply(a) => {
-            check(&a.domains, false)?;
+            for n in &a.domains {
+                match crate::site::check_named(srv, n, false, user, now) {
+                    Ok(_) => {}
+                    // A domain just removed from /srv: apply takes its configuration down.
+                    Err(e) if was_generated(cfg, n) && is_no_such_domain(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
             if let Some(uid) = user {
                 if a.domains.is_empty() {
                     a.domains = crate::site::owned_by(srv, uid)?;
@@ -431,7 +460,18 @@ fn guard(cfg: &Config, command: &mut Command, quiet: bool) -> Result<Option<u8>>
             }
             MailCommand::List { domain: None, .. } => {}
         },
-        Command::Dns(crate::dns::cli::DnsCommand::Export(a)) => check(&a.domains, false)?,
+        Command::Dns(crate::dns::cli::DnsCommand::Export(a)) => {
+            // A name not in /srv is reported by the export itself (exit 1), which still
+            // exports the others; invalid names and other owners' domains stop it here.
+            for n in &a.domains {
+                match crate::site::check_named(srv, n, false, user, now) {
+                    Err(e) if is_no_such_domain(&e) => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+        }
         Command::Watch => return root_only("the daemon (dirhost watch)"),
         Command::Demo(_) => return root_only("the demo (its own Apache, Exim and Dovecot)"),
         _ => {}

@@ -131,7 +131,6 @@ fn usage_errors_exit_2_and_bad_domain_arguments_are_explained() {
         &["mail", "dns", "example.org"],
         &["mail", "remove", "bob@example.org"],
         &["mail", "encrypt-passwords", "example.org"],
-        &["dns", "export", "example.org"],
     ] {
         let out = dirhost(&sb, args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -142,6 +141,28 @@ fn usage_errors_exit_2_and_bad_domain_arguments_are_explained() {
         );
         assert!(out.stdout.is_empty(), "{args:?}: errors go to stderr");
     }
+    // dns export still exports the others and reports the missing one (exit 1).
+    let out = dirhost(&sb, &["dns", "export", "example.com", "example.org"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("$ORIGIN example.com."),
+        "{}",
+        stdout(&out)
+    );
+    // apply of a domain that just left /srv takes its configuration down.
+    assert!(apply(&sb, &["example.com"]).status.success());
+    let vhost = sb
+        .config()
+        .paths
+        .apache
+        .join("sites-available/example.com.conf");
+    assert!(vhost.exists());
+    std::fs::rename(sb.srv().join("example.com"), sb.root().join("gone")).unwrap();
+    let out = apply(&sb, &["example.com"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(!vhost.exists(), "{}", stdout(&out));
+    std::fs::rename(sb.root().join("gone"), sb.srv().join("example.com")).unwrap();
+
     let out = dirhost(&sb, &["site", "show", "totally-unrelated.test"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
