@@ -447,9 +447,13 @@ fn guard(cfg: &Config, command: &mut Command, quiet: bool) -> Result<Option<u8>>
                 domain: Some(d), ..
             }
             | MailCommand::Dns { domain: d } => check(std::slice::from_ref(d), true)?,
-            MailCommand::Add { address, .. }
-            | MailCommand::Passwd { address, .. }
-            | MailCommand::Remove { address, .. } => check(&mail_domain(address), true)?,
+            MailCommand::Add { address, .. } => check(&mail_domain(address), true)?,
+            MailCommand::Passwd { address, .. } | MailCommand::Remove { address, .. } => {
+                for d in mail_domain(address) {
+                    let entry = crate::site::check_named(srv, &d, true, user, now)?;
+                    crate::site::check_mailbox(srv, &entry, address)?;
+                }
+            }
             MailCommand::EncryptPasswords { domains } => {
                 check(domains, true)?;
                 if let Some(uid) = user

@@ -173,6 +173,17 @@ pub enum NameError {
         /// The model's reason, e.g. "owned by uid 33: domains must be owned by …".
         reason: String,
     },
+    /// No such mailbox (a usage error), with the closest existing one.
+    #[error("no such mailbox {address}{}", match suggestion {
+        Some(s) => format!(" (did you mean {s}?)"),
+        None => " (`dirhost mail add` creates it)".to_string(),
+    })]
+    NoSuchMailbox {
+        /// What was typed.
+        address: String,
+        /// The closest existing address, if one is close.
+        suggestion: Option<String>,
+    },
     /// Run by a user who does not own the domain.
     #[error(
         "{name} belongs to uid {owner}, not to you (uid {you}): run this as its owner, or as root"
@@ -191,7 +202,7 @@ impl NameError {
     /// 2 for what is wrong with the command line itself, 1 for a domain that fails.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Invalid { .. } | Self::NoSuchDomain { .. } => 2,
+            Self::Invalid { .. } | Self::NoSuchDomain { .. } | Self::NoSuchMailbox { .. } => 2,
             Self::Skipped { .. } | Self::NotYours { .. } => 1,
         }
     }
@@ -300,6 +311,32 @@ pub fn check_named(
         }
     }
     Ok(entry)
+}
+
+/// Checks that `local@domain` names an existing mailbox of the /srv entry `entry` (read
+/// without following links); else [`NameError::NoSuchMailbox`] with the closest one. A
+/// `mailboxes/` that cannot be listed is left for the command itself to report.
+pub fn check_mailbox(srv: &Path, entry: &str, address: &str) -> Result<(), NameError> {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Ok(());
+    };
+    let local = local.to_lowercase();
+    let rel = Path::new(entry).join("mailboxes");
+    let Ok(Some(names)) = safefs::list_dir(srv, &rel) else {
+        return Ok(());
+    };
+    let names: Vec<String> = names
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    if names.contains(&local) {
+        return Ok(());
+    }
+    Err(NameError::NoSuchMailbox {
+        address: address.to_string(),
+        suggestion: suggest(&local, &names).map(|l| format!("{l}@{domain}")),
+    })
 }
 
 /// The candidate closest to `name` by edit distance, if it is close (at most 2 edits, or a

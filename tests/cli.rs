@@ -141,6 +141,33 @@ fn usage_errors_exit_2_and_bad_domain_arguments_are_explained() {
         );
         assert!(out.stdout.is_empty(), "{args:?}: errors go to stderr");
     }
+    // A mailbox, with the closest existing one.
+    put(
+        &sb,
+        "example.com",
+        "mailboxes/brian/password",
+        "a long password\n",
+        OWNER,
+    );
+    for args in [
+        &["mail", "passwd", "brain@example.com", "--password-stdin"][..],
+        &["mail", "remove", "brain@example.com"],
+    ] {
+        let out = dirhost(&sb, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out)
+                .contains("no such mailbox brain@example.com (did you mean brian@example.com?)"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        sb.srv()
+            .join("example.com/mailboxes/brian/password")
+            .exists()
+    );
+
     // dns export still exports the others and reports the missing one (exit 1).
     let out = dirhost(&sb, &["dns", "export", "example.com", "example.org"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
