@@ -44,18 +44,25 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Bring Apache's configuration in line with /srv.
+    /// Bring the servers' configuration (Apache, Exim, Dovecot, PHP-FPM) in line with /srv.
     ///
     /// Examples:
     ///   dirhost apply                   # every domain
     ///   dirhost apply example.com       # one domain
     ///   dirhost apply --dry-run --diff  # show what would change, and what hand-edited files miss
+    #[command(verbatim_doc_comment)]
     Apply(ApplyArgs),
     /// Web sites.
+    ///
+    /// Example: dirhost web list --json
     #[command(subcommand)]
     Web(WebCommand),
     /// Certificates: list sets, renew, select a set.
-    #[command(subcommand)]
+    ///
+    /// Examples:
+    ///   dirhost ssl list
+    ///   dirhost ssl renew example.com --force
+    #[command(subcommand, verbatim_doc_comment)]
     Ssl(crate::acme::cli::SslCommand),
     /// Mailboxes: list, add, passwd, remove; DNS records for DKIM, SPF and DMARC.
     ///
@@ -63,7 +70,7 @@ enum Command {
     ///   dirhost mail add alice@example.com
     ///   dirhost mail list example.com --json
     ///   dirhost mail dns example.com
-    #[command(subcommand)]
+    #[command(subcommand, verbatim_doc_comment)]
     Mail(crate::mail::cli::MailCommand),
     /// DNS: export every domain's records (A/AAAA, MX, SRV, SPF, DKIM, DMARC, CAA, TLSA) for
     /// OctoDNS, BIND or as JSON.
@@ -71,7 +78,7 @@ enum Command {
     /// Examples:
     ///   dirhost dns export --format bind
     ///   dirhost dns export example.com --format octodns --output /etc/octodns/zones
-    #[command(subcommand)]
+    #[command(subcommand, verbatim_doc_comment)]
     Dns(crate::dns::cli::DnsCommand),
     /// Run a self-contained sandbox: a private loopback Apache serving a sample /srv tree.
     ///
@@ -85,7 +92,11 @@ enum Command {
     /// Example: dirhost watch -v
     Watch,
     /// Domains: create, list, show, remove (the /srv tree stays the truth).
-    #[command(subcommand)]
+    ///
+    /// Examples:
+    ///   dirhost site add example.com --owner alice
+    ///   dirhost site list --json
+    #[command(subcommand, verbatim_doc_comment)]
     Site(SiteCommand),
     /// Find what is wrong, and say how to fix it (exit 1 when anything is).
     ///
@@ -96,11 +107,13 @@ enum Command {
     /// Examples:
     ///   dirhost check
     ///   dirhost check example.com --json
+    #[command(verbatim_doc_comment)]
     Check(CheckArgs),
     /// Print a shell completion script.
     ///
-    /// The Debian package installs them; by hand, e.g.:
+    /// The Debian package installs them. Example, by hand:
     ///   dirhost completions bash > /etc/bash_completion.d/dirhost
+    #[command(verbatim_doc_comment)]
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
@@ -140,6 +153,7 @@ enum SiteCommand {
     /// Examples:
     ///   dirhost site add example.com --owner alice
     ///   dirhost site add example.com          # as the customer: owned by you
+    #[command(verbatim_doc_comment)]
     Add {
         /// The domain.
         domain: String,

@@ -47,6 +47,8 @@ pub enum MailCommand {
         password_stdin: bool,
     },
     /// Set a mailbox's password (standard input when it is not a terminal).
+    ///
+    /// Example: dirhost mail passwd alice@example.com
     Passwd {
         /// USER@DOMAIN.
         address: String,
@@ -56,6 +58,8 @@ pub enum MailCommand {
     },
     /// Remove a mailbox: mail stops at once; its directory is kept as
     /// mailboxes/.USER.removed-TIME unless --purge.
+    ///
+    /// Example: dirhost mail remove alice@example.com
     Remove {
         /// USER@DOMAIN.
         address: String,
@@ -64,12 +68,16 @@ pub enum MailCommand {
         purge: bool,
     },
     /// Print the DKIM, SPF and DMARC records to publish for a domain.
+    ///
+    /// Example: dirhost mail dns example.com
     Dns {
         /// The domain.
         domain: String,
     },
     /// Replace plaintext mailbox passwords with SHA-512-crypt hashes (Sympl's
     /// sympl-email-encrypt-passwords), except where config/mailbox-dont-encrypt-passwords.
+    ///
+    /// Example: dirhost mail encrypt-passwords example.com
     EncryptPasswords {
         /// Only these domains (default: all).
         domains: Vec<String>,
