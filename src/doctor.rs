@@ -144,8 +144,11 @@ pub fn check(cfg: &Config, config_path: &Path, opts: &Options) -> anyhow::Result
         ));
     }
     certificates(cfg, &model, &mut out);
+    let web = model.domains.values().filter(|d| d.web).count();
+    let mut progress = crate::progress::Progress::counter("checking DNS", Some(web));
     for d in model.domains.values() {
         if !opts.no_dns && d.web {
+            progress.step(&d.name);
             dns(cfg, d.name.as_str(), &d.all_names(), &mut out);
         }
         if d.web && d.mandatory_ssl && d.cert.is_none() {
@@ -158,6 +161,7 @@ pub fn check(cfg: &Config, config_path: &Path, opts: &Options) -> anyhow::Result
             ));
         }
     }
+    progress.finish();
     Ok(out)
 }
 
