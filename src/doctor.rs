@@ -144,7 +144,11 @@ pub fn check(cfg: &Config, config_path: &Path, opts: &Options) -> anyhow::Result
         ));
     }
     certificates(cfg, &model, &mut out);
-    let web = model.domains.values().filter(|d| d.web).count();
+    let web = if opts.no_dns {
+        0
+    } else {
+        model.domains.values().filter(|d| d.web).count()
+    };
     let mut progress = crate::progress::Progress::counter("checking DNS", Some(web));
     for d in model.domains.values() {
         if !opts.no_dns && d.web {

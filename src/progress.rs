@@ -38,6 +38,7 @@ pub struct Progress {
     started: Instant,
     stop: Arc<AtomicBool>,
     ticker: Option<std::thread::JoinHandle<()>>,
+    drawn: bool,
 }
 
 impl Progress {
@@ -67,6 +68,7 @@ impl Progress {
             started: Instant::now(),
             stop: Arc::new(AtomicBool::new(false)),
             ticker: None,
+            drawn: false,
         }
     }
 
@@ -80,6 +82,7 @@ impl Progress {
         let frames = ['|', '/', '-', '\\'];
         // The first frame now: short work still shows that it ran.
         draw(&sink, &format!("{label} {} 0 s", frames[0]));
+        self.drawn = true;
         self.ticker = std::thread::Builder::new()
             .name("progress".into())
             .spawn(move || {
@@ -110,6 +113,7 @@ impl Progress {
             None => format!("[{}]", self.done),
         };
         draw(sink, &format!("{} {count} {item}", self.label));
+        self.drawn = true;
     }
 
     /// Steps done so far.
@@ -127,7 +131,8 @@ impl Progress {
         if let Some(t) = self.ticker.take() {
             let _ = t.join();
         }
-        if let Some(sink) = self.sink.take()
+        // Erase only a line that was drawn.
+        if let Some(sink) = self.sink.take().filter(|_| self.drawn)
             && let Ok(mut w) = sink.lock()
         {
             let _ = write!(w, "\r\x1b[2K");
@@ -185,6 +190,13 @@ mod tests {
             "\r\x1b[2Kstats [1/2] a.test\r\x1b[2Kstats [2/2] b.test\r\x1b[2K"
         );
         assert!(!text.contains('\n'), "never scrolls");
+    }
+
+    #[test]
+    fn an_unused_counter_writes_nothing() {
+        let buf = Buf::default();
+        Progress::to_writer("idle", Some(3), Box::new(buf.clone())).finish();
+        assert!(buf.0.lock().unwrap().is_empty());
     }
 
     #[test]
