@@ -343,6 +343,18 @@ pub fn defer_to_daemon(quiet: bool) {
     }
 }
 
+/// The domains a user who is not root owns: what "all domains" means for them.
+fn own_domains(srv: &Path, uid: u32) -> Result<Vec<String>> {
+    let mine = crate::site::owned_by(srv, uid)?;
+    if mine.is_empty() {
+        anyhow::bail!(
+            "you (uid {uid}) own no domain in {}: name one, or run this as root",
+            srv.display()
+        );
+    }
+    Ok(mine)
+}
+
 fn is_no_such_domain(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
@@ -407,10 +419,7 @@ fn guard(cfg: &Config, command: &mut Command, quiet: bool) -> Result<Option<u8>>
             }
             if let Some(uid) = user {
                 if a.domains.is_empty() {
-                    a.domains = crate::site::owned_by(srv, uid)?;
-                    if a.domains.is_empty() {
-                        anyhow::bail!("you (uid {uid}) own no domain in {}", srv.display());
-                    }
+                    a.domains = own_domains(srv, uid)?;
                 }
                 if !a.dry_run {
                     // Writing the servers' configuration and reloading them is root's; the
@@ -428,7 +437,7 @@ fn guard(cfg: &Config, command: &mut Command, quiet: bool) -> Result<Option<u8>>
             if let Some(uid) = user
                 && c.domains.is_empty()
             {
-                c.domains = crate::site::owned_by(srv, uid)?;
+                c.domains = own_domains(srv, uid)?;
             }
         }
         Command::Site(SiteCommand::Show { domain, .. }) => {
@@ -473,7 +482,7 @@ fn guard(cfg: &Config, command: &mut Command, quiet: bool) -> Result<Option<u8>>
                 if let Some(uid) = user
                     && domains.is_empty()
                 {
-                    *domains = crate::site::owned_by(srv, uid)?;
+                    *domains = own_domains(srv, uid)?;
                 }
             }
             MailCommand::List { domain: None, .. } => {}

@@ -208,6 +208,21 @@ fn a_customer_runs_commands_for_their_own_domains_only() {
         "{v:#}"
     );
 
+    // A user who owns no domain is told so, rather than acting on everyone's.
+    for args in [
+        &["check", "--no-dns"][..],
+        &["mail", "encrypt-passwords"],
+        &["apply"],
+    ] {
+        let out = as_user(&sb, 2003, args, "");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("you (uid 2003) own no domain"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+
     // Nothing the customer ran touched Apache's configuration or reloaded it.
     assert_eq!((fingerprint(&apache), sb.apache_generation()), before);
 }
