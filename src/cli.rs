@@ -33,28 +33,36 @@ struct Global {
     /// Config file (default /etc/dirhost/dirhost.toml; every key optional).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// More output on stderr (-v info, -vv debug, -vvv trace).
+    /// More output on stderr (-v info, -vv debug, -vvv trace). Colour only on a terminal,
+    /// never with NO_COLOR set.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Only errors on stderr.
+    /// Only errors on stderr (no notes, no progress).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Bring Apache's configuration in line with /srv.
+    /// Bring the servers' configuration (Apache, Exim, Dovecot, PHP-FPM) in line with /srv.
     ///
     /// Examples:
     ///   dirhost apply                   # every domain
     ///   dirhost apply example.com       # one domain
     ///   dirhost apply --dry-run --diff  # show what would change, and what hand-edited files miss
+    #[command(verbatim_doc_comment)]
     Apply(ApplyArgs),
     /// Web sites.
+    ///
+    /// Example: dirhost web list --json
     #[command(subcommand)]
     Web(WebCommand),
     /// Certificates: list sets, renew, select a set.
-    #[command(subcommand)]
+    ///
+    /// Examples:
+    ///   dirhost ssl list
+    ///   dirhost ssl renew example.com --force
+    #[command(subcommand, verbatim_doc_comment)]
     Ssl(crate::acme::cli::SslCommand),
     /// Mailboxes: list, add, passwd, remove; DNS records for DKIM, SPF and DMARC.
     ///
@@ -62,7 +70,7 @@ enum Command {
     ///   dirhost mail add alice@example.com
     ///   dirhost mail list example.com --json
     ///   dirhost mail dns example.com
-    #[command(subcommand)]
+    #[command(subcommand, verbatim_doc_comment)]
     Mail(crate::mail::cli::MailCommand),
     /// DNS: export every domain's records (A/AAAA, MX, SRV, SPF, DKIM, DMARC, CAA, TLSA) for
     /// OctoDNS, BIND or as JSON.
@@ -70,7 +78,7 @@ enum Command {
     /// Examples:
     ///   dirhost dns export --format bind
     ///   dirhost dns export example.com --format octodns --output /etc/octodns/zones
-    #[command(subcommand)]
+    #[command(subcommand, verbatim_doc_comment)]
     Dns(crate::dns::cli::DnsCommand),
     /// Web statistics: off by default; on with config/stats and a password, at
     /// https://DOMAIN/stats/.
@@ -93,21 +101,28 @@ enum Command {
     /// Example: dirhost watch -v
     Watch,
     /// Domains: create, list, show, remove (the /srv tree stays the truth).
-    #[command(subcommand)]
+    ///
+    /// Examples:
+    ///   dirhost site add example.com --owner alice
+    ///   dirhost site list --json
+    #[command(subcommand, verbatim_doc_comment)]
     Site(SiteCommand),
     /// Find what is wrong, and say how to fix it (exit 1 when anything is).
     ///
-    /// Checks: services installed, web ports answering, inotify limits, every domain's names
-    /// resolving to this host, domains skipped and why, hand-edited and out-of-date files.
+    /// Checks: services installed and answering, inotify limits, every domain's names
+    /// resolving to this host, certificates (next renewal or last error), domains skipped
+    /// and why, hand-edited and out-of-date files. Every finding names its fix.
     ///
     /// Examples:
     ///   dirhost check
     ///   dirhost check example.com --json
+    #[command(verbatim_doc_comment)]
     Check(CheckArgs),
     /// Print a shell completion script.
     ///
-    /// The Debian package installs them; by hand, e.g.:
+    /// The Debian package installs them. Example, by hand:
     ///   dirhost completions bash > /etc/bash_completion.d/dirhost
+    #[command(verbatim_doc_comment)]
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
@@ -147,6 +162,7 @@ enum SiteCommand {
     /// Examples:
     ///   dirhost site add example.com --owner alice
     ///   dirhost site add example.com          # as the customer: owned by you
+    #[command(verbatim_doc_comment)]
     Add {
         /// The domain.
         domain: String,
@@ -229,6 +245,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&cli.global);
+    crate::progress::set_quiet(cli.global.quiet);
     // These only print what clap knows: no config file needed.
     let docs = match &cli.command {
         Command::Completions { shell } => Some(crate::clidoc::completions(
@@ -254,19 +271,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let result = match cli.command {
-        Command::Apply(a) => cmd_apply(&cfg, &path, &a),
-        Command::Web(WebCommand::List { json }) => cmd_web_list(&cfg, json),
-        Command::Ssl(c) => crate::acme::cli::run(&cfg, &path, c),
-        Command::Mail(m) => crate::mail::cli::run(&cfg, &path, &m),
-        Command::Dns(c) => crate::dns::cli::run(&cfg, c),
-        Command::Stats(c) => crate::stats::cli::run(&cfg, &path, c),
-        Command::Demo(d) => cmd_demo(&d),
-        Command::Watch => crate::daemon::run_until_signal(&cfg, &path).map(|()| 0),
-        Command::Check(c) => cmd_check(&cfg, &path, &c),
-        Command::Site(s) => cmd_site(&cfg, &path, s),
-        Command::LogWriter => crate::logwriter::run(&cfg).map(|()| 0),
-        Command::Completions { .. } | Command::Manpages { .. } => unreachable!("handled above"),
+    let mut command = cli.command;
+    let quiet = cli.global.quiet;
+    let result = match guard(&cfg, &mut command, quiet) {
+        Ok(Some(code)) => return ExitCode::from(code),
+        Ok(None) => run(cfg, path, command, quiet),
+        Err(e) => Err(e),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -275,9 +285,251 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("dirhost: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(exit_code_for(&e))
         }
     }
+}
+
+fn run(cfg: Config, path: PathBuf, command: Command, quiet: bool) -> Result<u8> {
+    match command {
+        Command::Apply(a) => cmd_apply(&cfg, &path, &a),
+        Command::Web(WebCommand::List { json }) => cmd_web_list(&cfg, json),
+        Command::Ssl(c) => {
+            // Certificate orders take seconds each: show that something is happening.
+            let _spin = matches!(c, crate::acme::cli::SslCommand::Renew { .. })
+                .then(|| crate::progress::Progress::spinner("ordering certificates"));
+            crate::acme::cli::run(&cfg, &path, c)
+        }
+        Command::Mail(m) => crate::mail::cli::run(&cfg, &path, &m),
+        Command::Dns(c) => crate::dns::cli::run(&cfg, c),
+        Command::Stats(c) => crate::stats::cli::run(&cfg, &path, c),
+        Command::Demo(d) => cmd_demo(&d),
+        Command::Watch => crate::daemon::run_until_signal(&cfg, &path).map(|()| 0),
+        Command::Check(c) => cmd_check(&cfg, &path, &c),
+        Command::Site(s) => cmd_site(&cfg, &path, s, quiet),
+        Command::LogWriter => crate::logwriter::run(&cfg).map(|()| 0),
+        Command::Completions { .. } | Command::Manpages { .. } => {
+            anyhow::bail!("internal error: documentation commands are handled before this")
+        }
+    }
+}
+
+/// The exit code for an error: a [`site::NameError`](crate::site::NameError) says (2 for a
+/// bad or unknown name, 1 otherwise); anything else is 1.
+fn exit_code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(n) = cause.downcast_ref::<crate::site::NameError>() {
+            return n.exit_code();
+        }
+        if let Some(crate::site::LookupError::Name(n)) =
+            cause.downcast_ref::<crate::site::LookupError>()
+        {
+            return n.exit_code();
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return 2;
+        }
+    }
+    1
+}
+
+/// A command line that is wrong in a way clap cannot see (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// `None` when running as root; the caller's uid otherwise.
+fn caller() -> Option<u32> {
+    let uid = nix::unistd::geteuid();
+    (!uid.is_root()).then(|| uid.as_raw())
+}
+
+/// Prints on stderr (unless -q) that the daemon will apply a change a customer made.
+pub fn defer_to_daemon(quiet: bool) {
+    if !quiet {
+        eprintln!(
+            "dirhost: not running as root, so nothing is reloaded here: the dirhost daemon applies the change within a second"
+        );
+    }
+}
+
+/// The domains a user who is not root owns: what "all domains" means for them.
+fn own_domains(srv: &Path, uid: u32) -> Result<Vec<String>> {
+    let mine = crate::site::owned_by(srv, uid)?;
+    if mine.is_empty() {
+        anyhow::bail!(
+            "you (uid {uid}) own no domain in {}: name one, or run this as root",
+            srv.display()
+        );
+    }
+    Ok(mine)
+}
+
+fn is_no_such_domain(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::site::LookupError>(),
+            Some(crate::site::LookupError::Name(
+                crate::site::NameError::NoSuchDomain { .. }
+            ))
+        )
+    })
+}
+
+/// Whether dirhost has a generated vhost for `name` (a domain that may have just left /srv).
+fn was_generated(cfg: &Config, name: &str) -> bool {
+    crate::site::parse_name(name).is_ok_and(|ascii| {
+        cfg.paths
+            .apache
+            .join("sites-available")
+            .join(format!("{ascii}.conf"))
+            .exists()
+    })
+}
+
+/// Before a command runs: checks every domain it names (exists, else a suggestion; usable,
+/// where the command needs that; the caller's own, when not root), and what a user who is
+/// not root may do. `Some(code)`: the command is done (it was only for root, and the daemon
+/// does the rest).
+fn guard(cfg: &Config, command: &mut Command, quiet: bool) -> Result<Option<u8>> {
+    use crate::acme::cli::SslCommand;
+    use crate::mail::cli::MailCommand;
+    let srv = &cfg.paths.srv;
+    let user = caller();
+    let now = reconcile::now();
+    let check = |names: &[String], usable: bool| -> Result<()> {
+        for n in names {
+            crate::site::check_named(srv, n, usable, user, now)?;
+        }
+        Ok(())
+    };
+    let mail_domain = |address: &str| -> Vec<String> {
+        address
+            .rsplit_once('@')
+            .map(|(_, d)| vec![d.to_string()])
+            .unwrap_or_default()
+    };
+    let root_only = |what: &str| -> Result<Option<u8>> {
+        match user {
+            None => Ok(None),
+            Some(uid) => anyhow::bail!(
+                "{what} needs root (you are uid {uid}); the dirhost daemon does it by itself"
+            ),
+        }
+    };
+    match command {
+        Command::Apply(a) => {
+            for n in &a.domains {
+                match crate::site::check_named(srv, n, false, user, now) {
+                    Ok(_) => {}
+                    // A domain just removed from /srv: apply takes its configuration down.
+                    Err(e) if was_generated(cfg, n) && is_no_such_domain(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(uid) = user {
+                if a.domains.is_empty() {
+                    a.domains = own_domains(srv, uid)?;
+                }
+                if !a.dry_run {
+                    // Writing the servers' configuration and reloading them is root's; the
+                    // daemon does it for every change to /srv.
+                    defer_to_daemon(quiet);
+                    if !quiet {
+                        eprintln!("dirhost: `dirhost apply --dry-run` shows what it will change");
+                    }
+                    return Ok(Some(0));
+                }
+            }
+        }
+        Command::Check(c) => {
+            check(&c.domains, false)?;
+            if let Some(uid) = user
+                && c.domains.is_empty()
+            {
+                c.domains = own_domains(srv, uid)?;
+            }
+        }
+        Command::Site(SiteCommand::Show { domain, .. }) => {
+            check(std::slice::from_ref(domain), true)?
+        }
+        Command::Site(SiteCommand::Remove { domain }) => {
+            check(std::slice::from_ref(domain), false)?
+        }
+        Command::Site(SiteCommand::Add { owner, .. }) => {
+            if let (Some(uid), Some(o)) = (user, owner.as_deref()) {
+                let wanted = crate::site::resolve_owner(o)?;
+                if wanted.uid != uid {
+                    anyhow::bail!(
+                        "only root can add a domain for someone else (--owner {o} is uid {}, you are uid {uid})",
+                        wanted.uid
+                    );
+                }
+            }
+        }
+        Command::Ssl(SslCommand::Renew { domains, .. }) => {
+            check(domains, true)?;
+            return root_only("ordering certificates");
+        }
+        Command::Ssl(SslCommand::Select { domain, .. }) => {
+            check(std::slice::from_ref(domain), true)?;
+            return root_only("switching certificate sets");
+        }
+        Command::Mail(m) => match m {
+            MailCommand::List {
+                domain: Some(d), ..
+            }
+            | MailCommand::Dns { domain: d } => check(std::slice::from_ref(d), true)?,
+            MailCommand::Add { address, .. } => check(&mail_domain(address), true)?,
+            MailCommand::Passwd { address, .. } | MailCommand::Remove { address, .. } => {
+                for d in mail_domain(address) {
+                    let entry = crate::site::check_named(srv, &d, true, user, now)?;
+                    crate::site::check_mailbox(srv, &entry, address)?;
+                }
+            }
+            MailCommand::EncryptPasswords { domains } => {
+                check(domains, true)?;
+                if let Some(uid) = user
+                    && domains.is_empty()
+                {
+                    *domains = own_domains(srv, uid)?;
+                }
+            }
+            MailCommand::List { domain: None, .. } => {}
+        },
+        Command::Dns(crate::dns::cli::DnsCommand::Export(a)) => {
+            // A name not in /srv is reported by the export itself (exit 1), which still
+            // exports the others; invalid names and other owners' domains stop it here.
+            for n in &a.domains {
+                match crate::site::check_named(srv, n, false, user, now) {
+                    Err(e) if is_no_such_domain(&e) => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+        }
+        Command::Stats(c) => {
+            use crate::stats::cli::StatsCommand;
+            match c {
+                StatsCommand::Enable { domain, .. }
+                | StatsCommand::Disable { domain }
+                | StatsCommand::Password { domain, .. } => {
+                    check(std::slice::from_ref(domain), true)?
+                }
+                StatsCommand::Generate { domains } => {
+                    check(domains, true)?;
+                    // Reports are written into dirhost's state directory.
+                    return root_only("generating statistics now");
+                }
+                StatsCommand::List { .. } => {}
+            }
+        }
+        Command::Watch => return root_only("the daemon (dirhost watch)"),
+        Command::Demo(_) => return root_only("the demo (its own Apache, Exim and Dovecot)"),
+        _ => {}
+    }
+    Ok(None)
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -303,9 +555,23 @@ fn init_logging(g: &Global) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+/// Colour on `stream`: only on a terminal, and never with `NO_COLOR` set (no-color.org).
+fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream.is_terminal()
+}
+
+/// `text` in an ANSI colour (31 red, 33 yellow, 32 green) when `on`.
+fn paint(on: bool, code: u8, text: &str) -> String {
+    if on {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
 }
 
 fn load_config(g: &Global) -> Result<(Config, PathBuf)> {
@@ -331,9 +597,7 @@ fn domain_args(names: &[String]) -> Result<Option<BTreeSet<String>>> {
     }
     let mut out = BTreeSet::new();
     for n in names {
-        let ascii = crate::model::validate::domain_name(&n.to_lowercase())
-            .with_context(|| format!("{n:?} is not a domain name"))?;
-        out.insert(ascii);
+        out.insert(crate::site::parse_name(n)?);
     }
     Ok(Some(out))
 }
@@ -487,9 +751,9 @@ fn cmd_web_list(cfg: &Config, json: bool) -> Result<u8> {
 
 /// After a command changed /srv: as root, reconcile the domain now; otherwise the daemon's
 /// next reconcile does it (users get no privileges for reloads).
-fn reconcile_after(cfg: &Config, path: &Path, domain: &str) -> Result<u8> {
-    if !nix::unistd::geteuid().is_root() {
-        println!("the dirhost daemon will pick this up within a second");
+fn reconcile_after(cfg: &Config, path: &Path, domain: &str, quiet: bool) -> Result<u8> {
+    if caller().is_some() {
+        defer_to_daemon(quiet);
         return Ok(0);
     }
     let ascii = crate::model::validate::domain_name(domain)?;
@@ -506,28 +770,40 @@ fn reconcile_after(cfg: &Config, path: &Path, domain: &str) -> Result<u8> {
     })
 }
 
-fn cmd_site(cfg: &Config, path: &Path, cmd: SiteCommand) -> Result<u8> {
+fn cmd_site(cfg: &Config, path: &Path, cmd: SiteCommand, quiet: bool) -> Result<u8> {
     use crate::site;
     match cmd {
         SiteCommand::Add { domain, owner } => {
             let domain = domain.to_lowercase();
+            site::parse_name(&domain)?;
             let owner = match owner {
                 Some(o) => site::resolve_owner(&o)?,
-                None if nix::unistd::geteuid().is_root() => {
-                    anyhow::bail!("as root, say who owns the domain: --owner USER")
+                None if caller().is_none() => {
+                    return Err(UsageError(
+                        "as root, say who owns the domain: --owner USER".into(),
+                    )
+                    .into());
                 }
                 None => crate::safefs::Owner {
                     uid: nix::unistd::geteuid().as_raw(),
                     gid: nix::unistd::getegid().as_raw(),
                 },
             };
-            let dir = site::add(cfg, &domain, owner)?;
+            let dir = site::add(cfg, &domain, owner).map_err(|e| {
+                explain_denied(
+                    e,
+                    cfg,
+                    &format!("dirhost site add {domain} --owner {}", owner.uid),
+                )
+            })?;
             println!("created {}", dir.display());
-            reconcile_after(cfg, path, &domain)
+            reconcile_after(cfg, path, &domain, quiet)
         }
         SiteCommand::Remove { domain } => {
             let entry = site::find_entry(&cfg.paths.srv, &domain)?;
-            match site::remove(cfg, &domain, reconcile::now())? {
+            let moved = site::remove(cfg, &domain, reconcile::now())
+                .map_err(|e| explain_denied(e, cfg, &format!("dirhost site remove {entry}")))?;
+            match moved {
                 Some(to) => println!(
                     "moved {} to {}",
                     cfg.paths.srv.join(&entry).display(),
@@ -535,7 +811,7 @@ fn cmd_site(cfg: &Config, path: &Path, cmd: SiteCommand) -> Result<u8> {
                 ),
                 None => println!("removed the alias {entry}"),
             }
-            reconcile_after(cfg, path, &entry)
+            reconcile_after(cfg, path, &entry, quiet)
         }
         SiteCommand::List { json } => {
             let (sites, skipped) = site::list(cfg, reconcile::now())?;
@@ -571,50 +847,62 @@ fn cmd_site(cfg: &Config, path: &Path, cmd: SiteCommand) -> Result<u8> {
         }
         SiteCommand::Show { domain, json } => {
             let entry = site::find_entry(&cfg.paths.srv, &domain)?;
-            let ascii = crate::model::validate::domain_name(&entry)?;
-            let only = std::iter::once(ascii.clone()).collect();
-            let m = crate::model::load_scoped(&cfg.paths.srv, Some(&only), reconcile::now())?;
-            let Some(d) = m.domains.get(&ascii) else {
-                let why = m.skipped_reason(&entry).unwrap_or("not a domain directory");
-                anyhow::bail!("{entry} is not served: {why}");
-            };
+            let info = site::show(cfg, &entry, reconcile::now())?;
             let mut out = std::io::stdout().lock();
             if json {
-                serde_json::to_writer_pretty(&mut out, d)?;
+                serde_json::to_writer_pretty(&mut out, &info)?;
                 writeln!(out)?;
             } else {
-                writeln!(out, "domain:        {}", d.name)?;
-                writeln!(out, "directory:     {}", d.dir.display())?;
-                writeln!(out, "owner:         {}:{}", d.uid, d.gid)?;
+                writeln!(out, "domain:        {}", info.domain)?;
+                writeln!(out, "directory:     {}", info.directory.display())?;
+                writeln!(out, "owner:         {}:{}", info.uid, info.gid)?;
                 writeln!(
                     out,
                     "web:           {}",
-                    if d.web {
+                    if info.web {
                         "yes"
                     } else {
                         "no (no public/htdocs)"
                     }
                 )?;
-                writeln!(out, "aliases:       {}", d.aliases.join(" "))?;
+                writeln!(out, "aliases:       {}", info.aliases.join(" "))?;
+                writeln!(out, "addresses:     {}", info.ips.join(" "))?;
                 writeln!(
                     out,
                     "mandatory ssl: {}",
-                    if d.mandatory_ssl { "yes" } else { "no" }
+                    if info.mandatory_ssl { "yes" } else { "no" }
                 )?;
                 writeln!(
                     out,
                     "certificate:   {}",
-                    d.cert.as_ref().map_or("-".to_string(), |c| format!(
-                        "set {} (expires {})",
-                        c.name, c.info.not_after
-                    ))
+                    match (&info.certificate_set, info.certificate_expires) {
+                        (Some(set), Some(t)) =>
+                            format!("set {set} (expires {})", crate::acme::cli::utc(Some(t))),
+                        (Some(set), None) => format!("set {set}"),
+                        _ => "-".to_string(),
+                    }
                 )?;
-                for w in &d.warnings {
+                for w in &info.warnings {
                     writeln!(out, "warning:       {w}")?;
                 }
             }
             Ok(0)
         }
+    }
+}
+
+/// A permission error from a user who is not root, turned into what to do about it.
+fn explain_denied(e: anyhow::Error, cfg: &Config, root_command: &str) -> anyhow::Error {
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    match caller() {
+        Some(uid) if denied => e.context(format!(
+            "you (uid {uid}) may not change {} itself, only root can: ask the admin to run `{root_command}`",
+            cfg.paths.srv.display()
+        )),
+        _ => e,
     }
 }
 
@@ -626,6 +914,7 @@ fn cmd_check(cfg: &Config, path: &Path, c: &CheckArgs) -> Result<u8> {
     };
     let findings = doctor::check(cfg, path, &opts)?;
     let bad = findings.iter().any(|f| f.severity != Severity::Ok);
+    let colour = colour(&std::io::stdout());
     let mut out = std::io::stdout().lock();
     if c.json {
         serde_json::to_writer_pretty(&mut out, &findings)?;
@@ -636,9 +925,9 @@ fn cmd_check(cfg: &Config, path: &Path, c: &CheckArgs) -> Result<u8> {
             .filter(|f| c.all || f.severity != Severity::Ok)
         {
             let tag = match f.severity {
-                Severity::Ok => "ok",
-                Severity::Warning => "warning",
-                Severity::Error => "error",
+                Severity::Ok => paint(colour, 32, "ok"),
+                Severity::Warning => paint(colour, 33, "warning"),
+                Severity::Error => paint(colour, 31, "error"),
             };
             let who = f
                 .domain

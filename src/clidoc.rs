@@ -49,13 +49,32 @@ const MAIN_PAGE_EXTRA: &str = r#".SH "EXIT STATUS"
 Success.
 .TP
 1
-Some domain failed: it was skipped or left out, and the reason was printed.
+Something failed: a domain was skipped, refused or left out (the reason was printed), a
+permission was missing, or \fBcheck\fR found a problem.
 .TP
 2
-Usage error.
+Usage error: a wrong option or argument, an invalid domain name, an unknown domain (with the
+closest existing one suggested), an unknown user.
 .TP
 78
-The configuration file is unusable (sysexits' EX_CONFIG).
+The configuration file is unusable: missing (when given with \fB\-\-config\fR), not TOML, an
+unknown key or a bad value (sysexits' EX_CONFIG).
+.SH OUTPUT
+Results go to standard output (tables, or JSON with \fB\-\-json\fR, whose field names are
+stable), diagnostics to standard error. Colour is used only on a terminal. Progress of long
+work is shown on standard error, only on a terminal, and not with \fB\-q\fR.
+.SH "RUNNING AS A DOMAIN OWNER"
+A user who is not root may run dirhost for the domains they own: changes are made in
+\fI/srv\fR as that user, and nothing is reloaded; the daemon (\fBdirhost watch\fR) applies
+every change to /srv within a second. Other owners' domains are refused. Creating or
+removing a domain directory, ordering certificates, \fBwatch\fR and \fBdemo\fR need root.
+.SH ENVIRONMENT
+.TP
+\fBNO_COLOR\fR
+When set and not empty, no colour is used.
+.TP
+\fBDIRHOST_LOG\fR
+A tracing filter (e.g. \fIdebug\fR) that replaces the level chosen by \fB\-v\fR/\fB\-q\fR.
 .SH FILES
 .TP
 \fI/etc/dirhost/dirhost.toml\fR

@@ -112,7 +112,7 @@ impl Default for Commands {
     fn default() -> Self {
         Self {
             apache_test: argv(&["apache2ctl", "configtest"]),
-            apache_reload: argv(&["apache2ctl", "graceful"]),
+            apache_reload: argv(&["systemctl", "reload", "apache2"]),
             exim_test: argv(&["exim4", "-bV", "-C", "/etc/exim4/exim4.conf"]),
             exim_reload: argv(&["systemctl", "reload", "exim4"]),
             dovecot_test: argv(&["doveconf", "-n"]),

@@ -4,7 +4,7 @@
 //! model, a dry-run plan, /proc, loopback connections): `check` never changes anything.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,7 +30,8 @@ pub enum Severity {
 pub struct Finding {
     /// How bad it is.
     pub severity: Severity,
-    /// Which check found it (`services`, `ports`, `inotify`, `domain`, `dns`, `files`).
+    /// Which check found it (`services`, `ports`, `inotify`, `domain`, `dns`,
+    /// `certificates`, `files`).
     pub check: &'static str,
     /// The domain concerned, if any.
     pub domain: Option<String>,
@@ -78,8 +79,26 @@ pub fn check(cfg: &Config, config_path: &Path, opts: &Options) -> anyhow::Result
         dry_run: true,
     };
     let model = crate::model::load_scoped(&cfg.paths.srv, opts.only.as_ref(), reconcile::now())?;
-    inotify(model.domains.len(), &mut out);
-    let report = reconcile::reconcile_model(&model, cfg, config_path, &req)?;
+    inotify(cfg, model.domains.len(), &mut out);
+    mail_ports(cfg, &model, &mut out);
+    let report = match reconcile::reconcile_model(&model, cfg, config_path, &req) {
+        Ok(r) => r,
+        // A customer (not root) cannot read dirhost's state: check what the model shows.
+        Err(e) if !nix::unistd::geteuid().is_root() => {
+            out.push(Finding::new(
+                Severity::Warning,
+                "files",
+                None,
+                format!("generated files not compared (that needs root): {e:#}"),
+                "run `sudo dirhost check` for the full check".into(),
+            ));
+            reconcile::Report {
+                skipped: model.skipped.clone(),
+                ..Default::default()
+            }
+        }
+        Err(e) => return Err(e),
+    };
     for s in &report.skipped {
         let is_domain = crate::model::validate::domain_name(&s.name).is_ok();
         out.push(Finding::new(
@@ -124,9 +143,17 @@ pub fn check(cfg: &Config, config_path: &Path, opts: &Options) -> anyhow::Result
             "run `dirhost apply` (or start `dirhost watch`)".into(),
         ));
     }
+    certificates(cfg, &model, &mut out);
+    let web = if opts.no_dns {
+        0
+    } else {
+        model.domains.values().filter(|d| d.web).count()
+    };
+    let mut progress = crate::progress::Progress::counter("checking DNS", Some(web));
     for d in model.domains.values() {
         if !opts.no_dns && d.web {
-            dns(d.name.as_str(), &d.all_names(), &d.ips, &mut out);
+            progress.step(&d.name);
+            dns(cfg, d.name.as_str(), &d.all_names(), &mut out);
         }
         if d.web && d.mandatory_ssl && d.cert.is_none() {
             out.push(Finding::new(
@@ -138,6 +165,7 @@ pub fn check(cfg: &Config, config_path: &Path, opts: &Options) -> anyhow::Result
             ));
         }
     }
+    progress.finish();
     Ok(out)
 }
 
@@ -226,31 +254,180 @@ fn ports(cfg: &Config, out: &mut Vec<Finding>) {
     }
 }
 
-/// Does the kernel allow enough inotify watches for the daemon (about five per domain)?
-fn inotify(domains: usize, out: &mut Vec<Finding>) {
-    let Some(limit) = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+/// Does the kernel (or `[watch] max_watches`, when lower) allow enough inotify watches for
+/// the daemon (about five per domain)?
+fn inotify(cfg: &Config, domains: usize, out: &mut Vec<Finding>) {
+    let kernel = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
         .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-    else {
-        return;
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    let (limit, source) = match (kernel, cfg.watch.max_watches) {
+        (Some(k), Some(m)) if m < k => (m, "[watch] max_watches"),
+        (None, Some(m)) => (m, "[watch] max_watches"),
+        (Some(k), _) => (k, "fs.inotify.max_user_watches"),
+        (None, None) => return,
     };
     let needed = watches_needed(domains);
     if needed > limit {
+        let fix = if source.starts_with('[') {
+            format!(
+                "raise or remove [watch] max_watches in the config file (needs {needed}); the daemon rescans every few seconds until then"
+            )
+        } else {
+            format!(
+                "sysctl -w fs.inotify.max_user_watches={} and persist it in /etc/sysctl.d/; the daemon rescans every few seconds until then",
+                needed * 2
+            )
+        };
         out.push(Finding::new(
             Severity::Error,
             "inotify",
             None,
-            format!("fs.inotify.max_user_watches is {limit}, the daemon needs about {needed} for {domains} domains"),
-            format!("sysctl -w fs.inotify.max_user_watches={} and persist it in /etc/sysctl.d/", needed * 2),
+            format!(
+                "{source} is {limit}, the daemon needs about {needed} watches for {domains} domains"
+            ),
+            fix,
         ));
     } else {
         out.push(Finding::new(
             Severity::Ok,
             "inotify",
             None,
-            format!("fs.inotify.max_user_watches {limit} covers the ~{needed} watches needed"),
+            format!("{source} {limit} covers the ~{needed} watches needed"),
             String::new(),
         ));
+    }
+}
+
+/// When some domain has mailboxes: do Exim (SMTP) and Dovecot (IMAPS) answer?
+fn mail_ports(cfg: &Config, model: &crate::model::Model, out: &mut Vec<Finding>) {
+    let with_mail: Vec<&str> = model
+        .domains
+        .values()
+        .filter(|d| {
+            let rel = Path::new(&d.dir_name).join("mailboxes");
+            matches!(crate::safefs::stat(&cfg.paths.srv, &rel), Ok(Some(_)))
+        })
+        .map(|d| d.name.as_str())
+        .collect();
+    let Some(first) = with_mail.first() else {
+        return;
+    };
+    for (what, port, service) in [
+        ("SMTP (Exim)", cfg.mail.smtp, "exim4"),
+        ("IMAPS (Dovecot)", cfg.mail.imaps, "dovecot"),
+    ] {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
+            out.push(Finding::new(
+                Severity::Ok,
+                "services",
+                None,
+                format!("{what} answers on port {port}"),
+                String::new(),
+            ));
+        } else {
+            out.push(Finding::new(
+                Severity::Error,
+                "services",
+                None,
+                format!(
+                    "nothing answers on {what} port {port} (127.0.0.1), but {} domain(s) have mailboxes ({first}…)",
+                    with_mail.len()
+                ),
+                format!(
+                    "systemctl start {service}; `journalctl -u {service}` says why it stopped"
+                ),
+            ));
+        }
+    }
+}
+
+/// Each web site's certificate: live set and next renewal, or the last error.
+fn certificates(cfg: &Config, model: &crate::model::Model, out: &mut Vec<Finding>) {
+    use crate::model::validate::SslProvider;
+    let now = reconcile::now();
+    let rows = match crate::acme::cli::rows(cfg, now) {
+        Ok(r) => r,
+        Err(e) => {
+            out.push(Finding::new(
+                Severity::Warning,
+                "certificates",
+                None,
+                format!("could not read the certificate state: {e:#}"),
+                "run `dirhost check` as root".into(),
+            ));
+            return;
+        }
+    };
+    let utc = |t: Option<i64>| crate::acme::cli::utc(t);
+    for r in rows
+        .iter()
+        .filter(|r| model.domains.contains_key(&r.domain))
+    {
+        let d = Some(r.domain.as_str());
+        if let Some(e) = &r.last_error {
+            out.push(Finding::new(
+                Severity::Error,
+                "certificates",
+                d,
+                format!(
+                    "the last certificate order failed ({} failure(s) in a row; next attempt {}): {e}",
+                    r.failures,
+                    utc(r.next_attempt)
+                ),
+                format!(
+                    "make every name of {} point at this server (see the dns findings), then `dirhost ssl renew {} --force`",
+                    r.domain, r.domain
+                ),
+            ));
+        }
+        for (name, why) in &r.left_out {
+            out.push(Finding::new(
+                Severity::Warning,
+                "certificates",
+                d,
+                format!("{name} was left out of the certificate: {why}"),
+                format!("point {name} at this server, or remove that name"),
+            ));
+        }
+        match (&r.live, r.expires) {
+            (Some(set), Some(expires)) if expires - now < 7 * 86_400 => {
+                out.push(Finding::new(
+                    Severity::Error,
+                    "certificates",
+                    d,
+                    format!("certificate set {set} expires {}", utc(Some(expires))),
+                    format!(
+                        "`dirhost ssl renew {} --force`; `dirhost ssl list` shows the last error",
+                        r.domain
+                    ),
+                ));
+            }
+            (Some(set), expires) => out.push(Finding::new(
+                Severity::Ok,
+                "certificates",
+                d,
+                format!(
+                    "certificate set {set} valid until {}, next renewal {}",
+                    utc(expires),
+                    utc(r.next_renewal)
+                ),
+                String::new(),
+            )),
+            (None, _) if r.provider != SslProvider::Manual && r.last_error.is_none() => {
+                out.push(Finding::new(
+                    Severity::Warning,
+                    "certificates",
+                    d,
+                    "no certificate yet: HTTPS is not served".into(),
+                    format!(
+                        "`dirhost ssl renew {}` (its names must point at this server), or wait for the daemon's next pass",
+                        r.domain
+                    ),
+                ));
+            }
+            _ => {}
+        }
     }
 }
 
@@ -260,16 +437,39 @@ pub fn watches_needed(domains: usize) -> usize {
     1 + domains * 5
 }
 
-/// Do the site's names resolve to this host?
-fn dns(domain: &str, names: &[String], ips: &[IpAddr], out: &mut Vec<Finding>) {
-    let local = local_addresses();
-    for name in names {
-        let resolved: Vec<IpAddr> = match (name.as_str(), 80).to_socket_addrs() {
-            Ok(it) => it.map(|a| a.ip()).collect(),
-            Err(_) => Vec::new(),
-        };
-        let (sev, msg, fix) = classify_dns(name, &resolved, ips, &local);
-        out.push(Finding::new(sev, "dns", Some(domain), msg, fix));
+/// Do the site's names resolve (A and AAAA) to this host? The same check, resolver
+/// (`[acme] resolver`) and host addresses (`[acme] host_addresses`) as certificate orders.
+fn dns(cfg: &Config, domain: &str, names: &[String], out: &mut Vec<Finding>) {
+    match crate::acme::dns::check_names(cfg, names) {
+        Ok(check) => {
+            for name in &check.here {
+                out.push(Finding::new(
+                    Severity::Ok,
+                    "dns",
+                    Some(domain),
+                    format!("{name} resolves to this host"),
+                    String::new(),
+                ));
+            }
+            for (name, why) in &check.elsewhere {
+                out.push(Finding::new(
+                    Severity::Warning,
+                    "dns",
+                    Some(domain),
+                    format!("{name} {why}"),
+                    format!(
+                        "point the A/AAAA records of {name} at this server (certificates are only ordered for names that do), or remove the name"
+                    ),
+                ));
+            }
+        }
+        Err(e) => out.push(Finding::new(
+            Severity::Warning,
+            "dns",
+            Some(domain),
+            format!("could not check its names: {e:#}"),
+            "check [acme] resolver and host_addresses in the config file".into(),
+        )),
     }
 }
 

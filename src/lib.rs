@@ -20,6 +20,7 @@ pub mod model;
 pub mod net;
 pub mod php;
 pub mod plan;
+pub mod progress;
 pub mod reconcile;
 pub mod render;
 pub mod safefs;

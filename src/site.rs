@@ -35,7 +35,10 @@ pub fn resolve_owner(spec: &str) -> Result<Owner> {
         Owner { uid, gid }
     } else {
         let Some(user) = nix::unistd::User::from_name(uid_part)? else {
-            bail!("no such user {uid_part:?}");
+            return Err(crate::cli::UsageError(format!(
+                "no such user {uid_part:?} (give a user name or a numeric uid)"
+            ))
+            .into());
         };
         Owner {
             uid: user.uid.as_raw(),
@@ -137,18 +140,99 @@ pub fn remove(cfg: &Config, name: &str, now: i64) -> Result<Option<PathBuf>> {
     Ok(Some(dest))
 }
 
+/// A domain named on the command line that cannot be used; callers branch on the kind (the
+/// command line maps [`NameError::exit_code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    /// Not a domain name at all (a usage error).
+    #[error("{name:?} is not a valid domain name: {why}")]
+    Invalid {
+        /// What was typed.
+        name: String,
+        /// Why it is not a name.
+        why: String,
+    },
+    /// No such entry in /srv (a usage error), with the closest existing domain.
+    #[error("no such domain {name}{}", match suggestion {
+        Some(s) => format!(" (did you mean {s}?)"),
+        None => format!(" in {}", srv.display()),
+    })]
+    NoSuchDomain {
+        /// The ASCII name.
+        name: String,
+        /// The closest existing domain, if one is close.
+        suggestion: Option<String>,
+        /// The /srv that was searched.
+        srv: PathBuf,
+    },
+    /// The entry exists but the model refuses it (owner uid < 1000, …).
+    #[error("{name} is {reason}")]
+    Skipped {
+        /// The entry.
+        name: String,
+        /// The model's reason, e.g. "owned by uid 33: domains must be owned by …".
+        reason: String,
+    },
+    /// No such mailbox (a usage error), with the closest existing one.
+    #[error("no such mailbox {address}{}", match suggestion {
+        Some(s) => format!(" (did you mean {s}?)"),
+        None => " (`dirhost mail add` creates it)".to_string(),
+    })]
+    NoSuchMailbox {
+        /// What was typed.
+        address: String,
+        /// The closest existing address, if one is close.
+        suggestion: Option<String>,
+    },
+    /// Run by a user who does not own the domain.
+    #[error(
+        "{name} belongs to uid {owner}, not to you (uid {you}): run this as its owner, or as root"
+    )]
+    NotYours {
+        /// The entry.
+        name: String,
+        /// Its owner.
+        owner: u32,
+        /// The caller's uid.
+        you: u32,
+    },
+}
+
+impl NameError {
+    /// 2 for what is wrong with the command line itself, 1 for a domain that fails.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Invalid { .. } | Self::NoSuchDomain { .. } | Self::NoSuchMailbox { .. } => 2,
+            Self::Skipped { .. } | Self::NotYours { .. } => 1,
+        }
+    }
+}
+
+/// The ASCII form of a name typed by a user, or [`NameError::Invalid`].
+pub fn parse_name(name: &str) -> Result<String, NameError> {
+    validate::domain_name(&name.to_lowercase()).map_err(|e| NameError::Invalid {
+        name: name.to_string(),
+        why: match e {
+            validate::Invalid::DomainName(_, why) => why.to_string(),
+            other => other.to_string(),
+        },
+    })
+}
+
 /// The /srv entry for a name a user typed (ASCII or Unicode), or an error that suggests
 /// the closest existing domain.
 pub fn find_entry(srv: &Path, name: &str) -> Result<String> {
-    let wanted = validate::domain_name(&name.to_lowercase())
-        .with_context(|| format!("{name:?} is not a domain name"))?;
+    Ok(lookup_entry(srv, name)?)
+}
+
+/// [`find_entry`] with a typed error.
+pub fn lookup_entry(srv: &Path, name: &str) -> Result<String, LookupError> {
+    let wanted = parse_name(name)?;
     let mut names = Vec::new();
-    for e in std::fs::read_dir(srv).with_context(|| format!("failed to list {}", srv.display()))? {
-        let Ok(n) = e
-            .with_context(|| format!("failed to list {}", srv.display()))?
-            .file_name()
-            .into_string()
-        else {
+    let dir = std::fs::read_dir(srv).map_err(|e| LookupError::Io(srv.to_path_buf(), e))?;
+    for e in dir {
+        let e = e.map_err(|e| LookupError::Io(srv.to_path_buf(), e))?;
+        let Ok(n) = e.file_name().into_string() else {
             continue;
         };
         if n.starts_with('.') {
@@ -159,10 +243,100 @@ pub fn find_entry(srv: &Path, name: &str) -> Result<String> {
         }
         names.push(n);
     }
-    match suggest(&wanted, &names) {
-        Some(s) => bail!("no such domain {wanted} (did you mean {s}?)"),
-        None => bail!("no such domain {wanted} in {}", srv.display()),
+    Err(NameError::NoSuchDomain {
+        suggestion: suggest(&wanted, &names).map(str::to_string),
+        name: wanted,
+        srv: srv.to_path_buf(),
     }
+    .into())
+}
+
+/// Why [`lookup_entry`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The name is wrong.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// /srv could not be listed.
+    #[error("failed to list {0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+}
+
+/// Checks a domain named on the command line: it exists (else a suggestion), and, when
+/// `usable`, the model serves it (else why not: owner uid, invalid value…); for a caller
+/// who is not root (`caller`), that the domain (an alias: its target) is theirs. Returns the
+/// /srv entry.
+pub fn check_named(
+    srv: &Path,
+    name: &str,
+    usable: bool,
+    caller: Option<u32>,
+    now: i64,
+) -> Result<String> {
+    let entry = lookup_entry(srv, name)?;
+    if let Some(you) = caller {
+        use std::os::unix::fs::MetadataExt;
+        // Following an alias link: what matters is whose domain it leads to.
+        if let Ok(meta) = std::fs::metadata(srv.join(&entry))
+            && meta.uid() != you
+        {
+            return Err(NameError::NotYours {
+                name: entry,
+                owner: meta.uid(),
+                you,
+            }
+            .into());
+        }
+    }
+    if usable {
+        let ascii = parse_name(&entry)?;
+        let only = std::iter::once(ascii.clone()).collect();
+        let m = model::load_scoped(srv, Some(&only), now)?;
+        let served = m.domains.contains_key(&ascii)
+            || m.domains.values().any(|d| d.aliases.contains(&ascii));
+        if !served {
+            let reason = m
+                .skipped_reason(&entry)
+                .unwrap_or("not a domain directory (nor an alias of one)")
+                .to_string();
+            return Err(NameError::Skipped {
+                name: entry,
+                reason: if reason.starts_with("owned by") || reason.starts_with("not ") {
+                    reason
+                } else {
+                    format!("skipped: {reason}")
+                },
+            }
+            .into());
+        }
+    }
+    Ok(entry)
+}
+
+/// Checks that `local@domain` names an existing mailbox of the /srv entry `entry` (read
+/// without following links); else [`NameError::NoSuchMailbox`] with the closest one. A
+/// `mailboxes/` that cannot be listed is left for the command itself to report.
+pub fn check_mailbox(srv: &Path, entry: &str, address: &str) -> Result<(), NameError> {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Ok(());
+    };
+    let local = local.to_lowercase();
+    let rel = Path::new(entry).join("mailboxes");
+    let Ok(Some(names)) = safefs::list_dir(srv, &rel) else {
+        return Ok(());
+    };
+    let names: Vec<String> = names
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    if names.contains(&local) {
+        return Ok(());
+    }
+    Err(NameError::NoSuchMailbox {
+        address: address.to_string(),
+        suggestion: suggest(&local, &names).map(|l| format!("{l}@{domain}")),
+    })
 }
 
 /// The candidate closest to `name` by edit distance, if it is close (at most 2 edits, or a
@@ -191,42 +365,103 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// One domain, as `site list` and `site show` print it.
+/// One domain, as `site list` and `site show` print it (`--json`: these field names are
+/// stable, see README).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SiteInfo {
     /// ASCII name.
     pub domain: String,
-    /// Owner uid and gid.
+    /// Its directory.
+    pub directory: PathBuf,
+    /// Owner uid.
     pub uid: u32,
     /// Owner gid.
     pub gid: u32,
     /// Served on the web (`public/htdocs` exists).
     pub web: bool,
-    /// Other names.
+    /// Other names (alias symlinks and `www.` names).
     pub aliases: Vec<String>,
+    /// `config/ip` (empty: every address).
+    pub ips: Vec<String>,
+    /// `config/mandatory-ssl`.
+    pub mandatory_ssl: bool,
     /// Live certificate set, if any.
     pub certificate_set: Option<String>,
+    /// When it expires (unix seconds).
+    pub certificate_expires: Option<i64>,
     /// Problems that do not stop the domain.
     pub warnings: Vec<String>,
+}
+
+impl SiteInfo {
+    fn of(d: &model::Domain) -> Self {
+        Self {
+            domain: d.name.clone(),
+            directory: d.dir.clone(),
+            uid: d.uid,
+            gid: d.gid,
+            web: d.web,
+            aliases: d.aliases.clone(),
+            ips: d.ips.iter().map(ToString::to_string).collect(),
+            mandatory_ssl: d.mandatory_ssl,
+            certificate_set: d.cert.as_ref().map(|c| c.name.clone()),
+            certificate_expires: d.cert.as_ref().map(|c| c.info.not_after),
+            warnings: d.warnings.clone(),
+        }
+    }
+}
+
+/// The /srv entries (domain directories, not aliases) owned by `uid`: what a customer who
+/// runs a command for "all domains" means.
+pub fn owned_by(srv: &Path, uid: u32) -> Result<Vec<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(srv).with_context(|| format!("failed to list {}", srv.display()))? {
+        let e = e.with_context(|| format!("failed to list {}", srv.display()))?;
+        let Ok(n) = e.file_name().into_string() else {
+            continue;
+        };
+        if n.starts_with('.') {
+            continue;
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(e.path())
+            && meta.is_dir()
+            && meta.uid() == uid
+        {
+            out.push(n);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Every valid domain, plus the skipped entries with their reasons.
 pub fn list(cfg: &Config, now: i64) -> Result<(Vec<SiteInfo>, Vec<model::Skipped>)> {
     let m = model::load(&cfg.paths.srv, now)?;
-    let sites = m
-        .domains
-        .values()
-        .map(|d| SiteInfo {
-            domain: d.name.clone(),
-            uid: d.uid,
-            gid: d.gid,
-            web: d.web,
-            aliases: d.aliases.clone(),
-            certificate_set: d.cert.as_ref().map(|c| c.name.clone()),
-            warnings: d.warnings.clone(),
-        })
-        .collect();
+    let sites = m.domains.values().map(SiteInfo::of).collect();
     Ok((sites, m.skipped))
+}
+
+/// One domain by its /srv entry (an alias: the domain it leads to).
+pub fn show(cfg: &Config, entry: &str, now: i64) -> Result<SiteInfo> {
+    let ascii = parse_name(entry)?;
+    let only = std::iter::once(ascii.clone()).collect();
+    let m = model::load_scoped(&cfg.paths.srv, Some(&only), now)?;
+    let d = m
+        .domains
+        .get(&ascii)
+        .or_else(|| m.domains.values().find(|d| d.aliases.contains(&ascii)));
+    match d {
+        Some(d) => Ok(SiteInfo::of(d)),
+        None => Err(NameError::Skipped {
+            name: entry.to_string(),
+            reason: m
+                .skipped_reason(entry)
+                .unwrap_or("not a domain directory")
+                .to_string(),
+        }
+        .into()),
+    }
 }
 
 #[cfg(test)]

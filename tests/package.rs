@@ -204,3 +204,49 @@ fn postinst_enables_the_apache_modules_the_templates_use() {
         }
     }
 }
+
+#[test]
+fn license_and_maintainer_agree_everywhere() {
+    let cargo: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
+    let package = cargo["package"].as_table().unwrap();
+    assert_eq!(package["license"].as_str(), Some("GPL-3.0-or-later"));
+    let copyright = read("debian/copyright");
+    assert!(
+        copyright.contains("Files: *\nCopyright: 2025-2026 the dirhost authors\nLicense: GPL-3+\n"),
+        "debian/copyright must say GPL-3+ (Cargo.toml: GPL-3.0-or-later)"
+    );
+    assert!(copyright.contains("/usr/share/common-licenses/GPL-3"));
+    assert!(
+        read("COPYING").contains("GNU GENERAL PUBLIC LICENSE\n                       Version 3")
+    );
+
+    let control = read("debian/control");
+    let maintainer = control
+        .lines()
+        .find_map(|l| l.strip_prefix("Maintainer: "))
+        .expect("Maintainer in debian/control");
+    let deb_meta = package["metadata"]["deb"]["maintainer"].as_str().unwrap();
+    assert_eq!(deb_meta, maintainer, "Cargo.toml [package.metadata.deb]");
+    assert!(
+        read("debian/changelog").contains(&format!(" -- {maintainer}  ")),
+        "debian/changelog's trailer names {maintainer}"
+    );
+    assert!(copyright.contains(&format!("Upstream-Contact: {maintainer}")));
+}
+
+#[test]
+fn ci_builds_the_package_and_runs_lintian() {
+    let ci = read(".ci/run");
+    let package = ci
+        .lines()
+        .position(|l| l.contains("scripts/package.sh"))
+        .expect(".ci/run runs scripts/package.sh");
+    let tests = ci
+        .lines()
+        .position(|l| l.trim() == "scripts/test.sh")
+        .expect(".ci/run runs scripts/test.sh");
+    assert!(package > tests, "the package is built after the tests");
+    assert!(ci.contains("CARGO_TARGET_DIR=/tmp/dirhost-pkg-target"));
+    let script = read("scripts/package.sh");
+    assert!(script.contains("lintian --fail-on error"));
+}

@@ -47,6 +47,8 @@ pub enum MailCommand {
         password_stdin: bool,
     },
     /// Set a mailbox's password (standard input when it is not a terminal).
+    ///
+    /// Example: dirhost mail passwd alice@example.com
     Passwd {
         /// USER@DOMAIN.
         address: String,
@@ -56,6 +58,8 @@ pub enum MailCommand {
     },
     /// Remove a mailbox: mail stops at once; its directory is kept as
     /// mailboxes/.USER.removed-TIME unless --purge.
+    ///
+    /// Example: dirhost mail remove alice@example.com
     Remove {
         /// USER@DOMAIN.
         address: String,
@@ -64,12 +68,16 @@ pub enum MailCommand {
         purge: bool,
     },
     /// Print the DKIM, SPF and DMARC records to publish for a domain.
+    ///
+    /// Example: dirhost mail dns example.com
     Dns {
         /// The domain.
         domain: String,
     },
     /// Replace plaintext mailbox passwords with SHA-512-crypt hashes (Sympl's
     /// sympl-email-encrypt-passwords), except where config/mailbox-dont-encrypt-passwords.
+    ///
+    /// Example: dirhost mail encrypt-passwords example.com
     EncryptPasswords {
         /// Only these domains (default: all).
         domains: Vec<String>,
@@ -341,6 +349,11 @@ fn as_owner(d: &Domain, prog: &str, args: &[&str], paths: &[&Path]) -> Result<()
 }
 
 fn apply_domain(cfg: &Config, config_path: &Path, d: &Domain) -> Result<u8> {
+    if !nix::unistd::geteuid().is_root() {
+        // A customer edited their own /srv; reloading is root's (the daemon's) job.
+        crate::cli::defer_to_daemon(false);
+        return Ok(0);
+    }
     super::ensure_dirs(cfg)?;
     let req = Request {
         only: Some([d.name.clone()].into()),

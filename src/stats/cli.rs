@@ -220,6 +220,11 @@ fn prompt(text: &str) -> Result<String> {
 
 /// Reconciles one domain and prints what happened; 1 when it failed.
 fn apply(cfg: &Config, config_path: &Path, d: &Domain) -> Result<u8> {
+    if !nix::unistd::geteuid().is_root() {
+        // The owner changed their own config/; reloading is root's, and the daemon does it.
+        crate::cli::defer_to_daemon(false);
+        return Ok(0);
+    }
     let req = Request {
         only: Some([d.name.clone()].into()),
         force: false,
