@@ -582,7 +582,8 @@ fn read_names(dir: OwnedFd, path: &Path) -> SafeResult<Vec<OsString>> {
     loop {
         nix::errno::Errno::clear();
         // SAFETY: `stream.0` is a valid DIR* used only by this thread.
-        let ent = unsafe { libc::readdir(stream.0.as_ptr()) };
+        // readdir64: see `fstatat_nofollow` (EOVERFLOW on 32-bit targets otherwise).
+        let ent = unsafe { libc::readdir64(stream.0.as_ptr()) };
         if ent.is_null() {
             let e = io::Error::last_os_error();
             if e.raw_os_error().unwrap_or(0) != 0 {
@@ -841,11 +842,15 @@ fn openat(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn fstatat_nofollow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
+// The `*64` variants throughout: on 32-bit targets (armhf, a Raspberry Pi's 32-bit OS) the
+// plain `stat`/`fstatat`/`readdir` use 32-bit inode and size fields and fail with EOVERFLOW
+// on file systems with large inode numbers (btrfs, XFS, NFS, overlayfs); on 64-bit targets
+// they are the same functions.
+fn fstatat_nofollow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat64> {
+    let mut st = MaybeUninit::<libc::stat64>::uninit();
     // SAFETY: valid fd, NUL-terminated name, `st` is writable.
     cvt(unsafe {
-        libc::fstatat(
+        libc::fstatat64(
             dir.as_raw_fd(),
             name.as_ptr(),
             st.as_mut_ptr(),
@@ -856,10 +861,10 @@ fn fstatat_nofollow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> 
     Ok(unsafe { st.assume_init() })
 }
 
-fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
+fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat64> {
+    let mut st = MaybeUninit::<libc::stat64>::uninit();
     // SAFETY: valid fd, `st` is writable.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    cvt(unsafe { libc::fstat64(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstat succeeded and filled `st`.
     Ok(unsafe { st.assume_init() })
 }
@@ -937,7 +942,7 @@ fn kind_of(mode: libc::mode_t) -> Kind {
 
 // The field widths differ between targets (e.g. 32-bit ARM), hence the conversions.
 #[allow(clippy::useless_conversion)]
-fn to_stat(st: &libc::stat) -> Stat {
+fn to_stat(st: &libc::stat64) -> Stat {
     Stat {
         kind: kind_of(st.st_mode),
         uid: st.st_uid,
