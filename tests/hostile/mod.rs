@@ -49,7 +49,11 @@ impl Sentinel {
     pub fn assert_untouched(&self, case: &str) {
         let m = std::fs::symlink_metadata(&self.path)
             .unwrap_or_else(|e| panic!("{case}: sentinel {} gone: {e}", self.path.display()));
-        assert!(m.is_file(), "{case}: sentinel {} replaced", self.path.display());
+        assert!(
+            m.is_file(),
+            "{case}: sentinel {} replaced",
+            self.path.display()
+        );
         assert_eq!(m.ino(), self.ino, "{case}: sentinel replaced");
         assert_eq!(
             std::fs::read_to_string(&self.path).unwrap(),
