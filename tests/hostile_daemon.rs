@@ -371,7 +371,7 @@ fn hostile_daemon_keeps_running_and_races_never_leak() {
                     let at = hd.join(place);
                     let tmp = at.with_extension("flip-tmp");
                     remove_tree(&tmp);
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         link(target, &tmp, HOSTILE);
                     } else {
                         match content {
