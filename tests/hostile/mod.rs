@@ -97,7 +97,7 @@ pub fn files_containing(root: &Path, needle: &str, skip_ino: &[u64]) -> Vec<Path
 /// A symlink at `at` -> `target`, owned (lchown) by `uid`; parents created as `uid`.
 pub fn link(target: impl AsRef<Path>, at: &Path, uid: u32) {
     mkdirs(at.parent().unwrap(), uid);
-    let _ = std::fs::remove_file(at);
+    remove_tree(at);
     symlink(target.as_ref(), at).unwrap();
     lchown(at, Some(uid), Some(uid)).unwrap();
 }
@@ -122,7 +122,7 @@ pub fn mkdirs(dir: &Path, uid: u32) {
 /// A regular file owned by `uid`, parents created as `uid`.
 pub fn file(path: &Path, content: &[u8], uid: u32, mode: u32) {
     mkdirs(path.parent().unwrap(), uid);
-    let _ = std::fs::remove_file(path);
+    remove_tree(path);
     std::fs::write(path, content).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     chown(path, Some(uid), Some(uid)).unwrap();
@@ -142,7 +142,7 @@ pub fn sparse(path: &Path, len: u64, uid: u32) {
 /// A FIFO (nobody ever writes to it: a reader that opens it blocking hangs forever).
 pub fn fifo(path: &Path, uid: u32) {
     mkdirs(path.parent().unwrap(), uid);
-    let _ = std::fs::remove_file(path);
+    remove_tree(path);
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     lchown(path, Some(uid), Some(uid)).unwrap();
 }
@@ -150,7 +150,7 @@ pub fn fifo(path: &Path, uid: u32) {
 /// A Unix socket file (the listener is closed again; the file stays).
 pub fn socket(path: &Path, uid: u32) {
     mkdirs(path.parent().unwrap(), uid);
-    let _ = std::fs::remove_file(path);
+    remove_tree(path);
     drop(std::os::unix::net::UnixListener::bind(path).unwrap());
     lchown(path, Some(uid), Some(uid)).unwrap();
 }
@@ -159,7 +159,7 @@ pub fn socket(path: &Path, uid: u32) {
 pub fn chardev(path: &Path, major: u64, minor: u64, uid: u32) {
     use nix::sys::stat::{Mode, SFlag, makedev, mknod};
     mkdirs(path.parent().unwrap(), uid);
-    let _ = std::fs::remove_file(path);
+    remove_tree(path);
     mknod(
         path,
         SFlag::S_IFCHR,
