@@ -705,6 +705,21 @@ fn hostile_cli_catalogue_and_secrets_never_in_logs() {
                 case.id
             );
         }
+        catalogue_row(
+            "hostile_cli",
+            case.id,
+            case.attack,
+            &format!(
+                "`dirhost {}` exits {}{}",
+                case.args.join(" "),
+                if case.ok { "0" } else { "non-zero" },
+                if case.says.is_empty() {
+                    String::new()
+                } else {
+                    format!(", says \"{}\"", case.says)
+                }
+            ),
+        );
         ran += 1;
     }
 
@@ -826,6 +841,30 @@ fn hostile_cli_catalogue_and_secrets_never_in_logs() {
         }
     }
     secret_scan(&sb, &secret, &private, "secrets", &log);
+    for (id, what, outcome) in [
+        (
+            "S01",
+            "plaintext password given to mail add/passwd, written by hand then hashed by encrypt-passwords, all commands at -vvv",
+            "the plaintext appears in no output",
+        ),
+        (
+            "S02",
+            "password files after add/passwd/encrypt-passwords",
+            "SHA-512-crypt hashes, the owner's, 0600",
+        ),
+        (
+            "S03",
+            "DKIM private key generated for config/dkim",
+            "root-owned, no world access, in no log, copied nowhere else",
+        ),
+        (
+            "S04",
+            "every private key and passwd-file under the state dir",
+            "root-owned, no world access",
+        ),
+    ] {
+        catalogue_row("hostile_cli", id, what, outcome);
+    }
     ran += 4;
     summary("cli+dns+secrets", ran);
 }

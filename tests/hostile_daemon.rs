@@ -274,6 +274,12 @@ fn hostile_daemon_keeps_running_and_races_never_leak() {
         assert_eq!(sb.http_get("victim.test", "/").unwrap().status, 200, "{id}");
         secret.assert_untouched(id);
         private.assert_untouched(id);
+        catalogue_row(
+            "hostile_daemon",
+            id,
+            attack,
+            &format!("daemon keeps running and serving new sites; logged \"{logged}\""),
+        );
         ran += 1;
     }
     // A forged line never appears: the newline in D05's name is escaped in the log.
@@ -459,7 +465,18 @@ fn hostile_daemon_keeps_running_and_races_never_leak() {
     for host in ["victim.test", "hostile.test", "good0.test"] {
         assert_eq!(sb.http_get(host, "/").unwrap().status, 200, "{host}");
     }
-    ran += 7; // one race case per flipped place
+    for (i, (place, _, target)) in flips.iter().enumerate() {
+        catalogue_row(
+            "hostile_daemon",
+            &format!("R{:02}", i + 1),
+            &format!(
+                "race: {place} flipped between a regular entry and a symlink to {} while model/mail/PHP loads and full reconciles run",
+                target.display()
+            ),
+            "never read or written through the link; nothing leaks; every site served afterwards",
+        );
+    }
+    ran += flips.len();
     println!(
         "races: {loads} model/mail/php loads and {reconciles} reconciles while {} flip rounds ran",
         flipped.load(Ordering::Relaxed)

@@ -685,6 +685,22 @@ fn hostile_mail_catalogue() {
         );
         ran += batch.len();
         for c in &batch {
+            let mut outcome = match &c.report {
+                Some(r) => format!("reported: \"{r}\""),
+                None => "no report needed (Exim/Dovecot refuse it)".to_string(),
+            };
+            if let Some((local, r)) = &c.rcpt {
+                outcome.push_str(&format!("; RCPT {local}@ → {r:?}"));
+            }
+            if let Some((_, _, ok)) = &c.login {
+                outcome.push_str(&format!(
+                    "; IMAP login {}",
+                    if *ok { "works" } else { "refused" }
+                ));
+            }
+            catalogue_row("hostile_mail", &c.id, &c.attack, &outcome);
+        }
+        for c in &batch {
             remove_tree(&w.srv().join(c.domain()));
         }
     }
@@ -720,6 +736,22 @@ fn hostile_mail_catalogue() {
         let body = message("bob@remote.test", to, "walk", "x");
         let r = smtp_send(w.smtp_port(), "bob@remote.test", &[to], &body);
         assert!(r.is_err(), "RCPT {to:?} accepted: {r:?}");
+    }
+    for (i, u) in logins.iter().enumerate() {
+        catalogue_row(
+            "hostile_mail",
+            &format!("ML{:02}", i + 1),
+            &format!("IMAP login as {u:?}"),
+            "refused",
+        );
+    }
+    for (i, to) in rcpts.iter().enumerate() {
+        catalogue_row(
+            "hostile_mail",
+            &format!("MR{:02}", i + 1),
+            &format!("RCPT TO {to:?}"),
+            "refused at SMTP time",
+        );
     }
     secret.assert_untouched("logins");
     assert_eq!(count(&vmd), 0);

@@ -346,6 +346,21 @@ fn run_batch(w: &World, batch: &[Case]) {
     }
     check_common(w, &label, &text);
     for c in batch {
+        let mut outcome = match &c.report {
+            Some(r) => format!("reported: \"{r}\""),
+            None => "no report needed (nothing dirhost reads)".to_string(),
+        };
+        if let Some(s) = c.status {
+            outcome.push_str(&format!("; GET / → {s}"));
+        }
+        if let Some((path, statuses, _)) = &c.probe {
+            outcome.push_str(&format!(
+                "; GET {path} → {statuses:?}, nothing of another's"
+            ));
+        }
+        catalogue_row("hostile_web", &c.id, &c.attack, &outcome);
+    }
+    for c in batch {
         remove_tree(&raw_name(w.srv(), &c.name));
     }
 }

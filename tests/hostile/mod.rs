@@ -220,3 +220,20 @@ pub fn summary(what: &str, ran: usize) {
     println!("hostile {what}: {ran} cases ran");
     eprintln!("hostile {what}: {ran} cases ran");
 }
+
+/// With `DIRHOST_HOSTILE_CATALOGUE=<file>` set, each case appends one tab-separated row
+/// (test, id, attack, expected outcome) to that file: SECURITY.md's tables are made from it,
+/// so the catalogue and the tests cannot drift apart.
+pub fn catalogue_row(test: &str, id: &str, attack: &str, outcome: &str) {
+    let Ok(path) = std::env::var("DIRHOST_HOSTILE_CATALOGUE") else {
+        return;
+    };
+    use std::io::Write;
+    let clean = |s: &str| dirhost::model::validate::printable(s).replace(['\t', '|'], " ");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{test}\t{id}\t{}\t{}", clean(attack), clean(outcome)).unwrap();
+}
