@@ -268,6 +268,29 @@ fn check_common(w: &World, label: &str, output: &str) {
         generated.is_empty(),
         "{label}: injected text in {generated:?}"
     );
+    // Nothing was created as the hostile customer outside its own domains (dirhost acts as
+    // the owner only inside the owner's tree), e.g. in the victim's tree or the state dir.
+    for e in walkdir::WalkDir::new(w.sb.root())
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        use std::os::unix::fs::MetadataExt;
+        let rel = e.path().strip_prefix(w.sb.root()).unwrap();
+        let own = rel.starts_with("srv")
+            && rel
+                .components()
+                .nth(1)
+                .is_some_and(|c| !matches!(c.as_os_str().to_str(), Some(GOOD | VICTIM)));
+        if !own {
+            let m = e.metadata().unwrap();
+            assert_ne!(
+                m.uid(),
+                HOSTILE,
+                "{label}: {} was made as the hostile customer",
+                e.path().display()
+            );
+        }
+    }
     for (host, body) in [(GOOD, "good site"), (VICTIM, "victim site")] {
         let r = w.sb.http_get(host, "/").unwrap();
         assert_eq!(
