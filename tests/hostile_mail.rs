@@ -643,6 +643,13 @@ fn hostile_mail_catalogue() {
                 }
             }
         });
+        // A payload's newline never starts a line of its own in dirhost's output.
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("root:{PLAIN}") || l.starts_with('y')),
+            "{label}: a customer value forged an output line:\n{text}"
+        );
         // The good mailbox still gets mail and logs in.
         good_sent += 1;
         let to = format!("alice@{GOOD}");

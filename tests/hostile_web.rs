@@ -368,6 +368,17 @@ fn run_batch(w: &World, batch: &[Case]) {
         }
     }
     check_common(w, &label, &text);
+    // A payload's newline never starts a line of its own in dirhost's output (forged lines).
+    for forged in [
+        "Include /etc/shadow",
+        "RewriteRule ^ /etc/shadow",
+        "</VirtualHost>",
+    ] {
+        assert!(
+            !text.lines().any(|l| l.trim_start().starts_with(forged)),
+            "{label}: a customer value forged the output line {forged:?}:\n{text}"
+        );
+    }
     for c in batch {
         let mut outcome = match &c.report {
             Some(r) => format!("reported: \"{r}\""),

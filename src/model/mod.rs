@@ -458,7 +458,7 @@ fn current_cert_set(
                 None => {
                     warnings.push(format!(
                         "config/ssl/current points at {}: expected sets/<name>",
-                        target.display()
+                        validate::printable(&target.to_string_lossy())
                     ));
                     None
                 }
