@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod doctor;
+pub mod fuzzing;
 pub mod hooks;
 pub mod logwriter;
 pub mod mail;

@@ -618,7 +618,8 @@ fn read_names(dir: OwnedFd, path: &Path) -> SafeResult<Vec<OsString>> {
     loop {
         nix::errno::Errno::clear();
         // SAFETY: `stream.0` is a valid DIR* used only by this thread.
-        let ent = unsafe { libc::readdir(stream.0.as_ptr()) };
+        // readdir64: see `fstatat_nofollow` (EOVERFLOW on 32-bit targets otherwise).
+        let ent = unsafe { libc::readdir64(stream.0.as_ptr()) };
         if ent.is_null() {
             let e = io::Error::last_os_error();
             if e.raw_os_error().unwrap_or(0) != 0 {
@@ -877,11 +878,15 @@ fn openat(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn fstatat_nofollow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
+// The `*64` variants throughout: on 32-bit targets (armhf, a Raspberry Pi's 32-bit OS) the
+// plain `stat`/`fstatat`/`readdir` use 32-bit inode and size fields and fail with EOVERFLOW
+// on file systems with large inode numbers (btrfs, XFS, NFS, overlayfs); on 64-bit targets
+// they are the same functions.
+fn fstatat_nofollow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat64> {
+    let mut st = MaybeUninit::<libc::stat64>::uninit();
     // SAFETY: valid fd, NUL-terminated name, `st` is writable.
     cvt(unsafe {
-        libc::fstatat(
+        libc::fstatat64(
             dir.as_raw_fd(),
             name.as_ptr(),
             st.as_mut_ptr(),
@@ -892,10 +897,10 @@ fn fstatat_nofollow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> 
     Ok(unsafe { st.assume_init() })
 }
 
-fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
+fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat64> {
+    let mut st = MaybeUninit::<libc::stat64>::uninit();
     // SAFETY: valid fd, `st` is writable.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    cvt(unsafe { libc::fstat64(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstat succeeded and filled `st`.
     Ok(unsafe { st.assume_init() })
 }
@@ -973,7 +978,7 @@ fn kind_of(mode: libc::mode_t) -> Kind {
 
 // The field widths differ between targets (e.g. 32-bit ARM), hence the conversions.
 #[allow(clippy::useless_conversion)]
-fn to_stat(st: &libc::stat) -> Stat {
+fn to_stat(st: &libc::stat64) -> Stat {
     Stat {
         kind: kind_of(st.st_mode),
         uid: st.st_uid,
@@ -1886,5 +1891,93 @@ mod tests {
         let b = temp_name().unwrap();
         assert_ne!(a, b);
         assert!(a.to_str().unwrap().starts_with(".dirhost-tmp-"));
+    }
+
+    /// Mounts (root only) an overlay file system with `xino=on` over two tmpfs layers: the
+    /// kernel then reports inode numbers with the top bits set (above 2^63), as btrfs, XFS
+    /// and NFS servers can. The 32-bit `stat`/`readdir` fail with EOVERFLOW on those (a
+    /// Raspberry Pi's 32-bit OS); run this test under `qemu-arm` for armhf to see it.
+    /// Unmounted on drop.
+    struct LargeInodeFs {
+        dir: TempDir,
+    }
+
+    impl LargeInodeFs {
+        fn mount() -> Self {
+            let dir = tree();
+            let d = dir.path();
+            let run = |args: &[&str]| {
+                let st = std::process::Command::new(args[0])
+                    .args(&args[1..])
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "{args:?}");
+            };
+            for sub in ["lower", "upper", "merged"] {
+                fs::create_dir(d.join(sub)).unwrap();
+            }
+            let (l, u, m) = (d.join("lower"), d.join("upper"), d.join("merged"));
+            run(&["mount", "-t", "tmpfs", "tmpfs", l.to_str().unwrap()]);
+            run(&["mount", "-t", "tmpfs", "tmpfs", u.to_str().unwrap()]);
+            fs::create_dir(u.join("up")).unwrap();
+            fs::create_dir(u.join("work")).unwrap();
+            fs::create_dir_all(l.join("domain/config")).unwrap();
+            fs::write(l.join("domain/config/ip"), "192.0.2.1\n").unwrap();
+            let opts = format!(
+                "lowerdir={},upperdir={},workdir={},xino=on",
+                l.display(),
+                u.join("up").display(),
+                u.join("work").display()
+            );
+            run(&[
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                &opts,
+                m.to_str().unwrap(),
+            ]);
+            Self { dir }
+        }
+
+        fn merged(&self) -> PathBuf {
+            self.dir.path().join("merged")
+        }
+    }
+
+    impl Drop for LargeInodeFs {
+        fn drop(&mut self) {
+            for sub in ["merged", "upper", "lower"] {
+                let _ = std::process::Command::new("umount")
+                    .arg(self.dir.path().join(sub))
+                    .status();
+            }
+        }
+    }
+
+    #[test]
+    fn inode_numbers_above_32_bits_work() {
+        assert!(is_root(), "the tests run as root (scripts/test.sh)");
+        let fsys = LargeInodeFs::mount();
+        let base = fsys.merged();
+        let st = stat(&base, p("domain/config/ip")).unwrap().unwrap();
+        assert!(
+            st.ino > u64::from(u32::MAX),
+            "inode {} is not large",
+            st.ino
+        );
+        assert_eq!(st.kind, Kind::File);
+        assert_eq!(
+            read(&base, p("domain/config/ip"), me(), MAX_VALUE_FILE)
+                .unwrap()
+                .unwrap(),
+            b"192.0.2.1\n"
+        );
+        let names = list_dir(&base, p("domain")).unwrap().unwrap();
+        assert_eq!(names, [OsString::from("config")]);
+        mkdir_all(&base, p("domain/public/htdocs"), me(), 0o755).unwrap();
+        write_atomic(&base, p("domain/public/htdocs/x"), b"y", me(), 0o644).unwrap();
+        assert_eq!(list_dir(&base, p("domain")).unwrap().unwrap().len(), 2);
     }
 }

@@ -312,7 +312,8 @@ fn read_domain(
             Err(e) => return Err(e.to_string()),
         };
         for raw in names {
-            let name = raw.to_string_lossy().into_owned();
+            // Escaped for reports and logs: a name with a newline must not forge a line.
+            let name = crate::model::validate::printable(&raw.to_string_lossy());
             if name.starts_with('.') {
                 continue; // archives of removed mailboxes, editor files: not mailboxes
             }
@@ -420,13 +421,21 @@ fn read_mailbox(
             Ok(Flag::Value(v)) => match validate::quota(&v) {
                 Ok(q) => q,
                 Err(e) => {
-                    tracing::warn!(mailbox = %local, "quota: {e}: using the domain's default");
+                    tracing::warn!(
+                        mailbox = %local,
+                        "{}/quota: {e}: using the domain's default",
+                        mrel.display()
+                    );
                     default_quota
                 }
             },
             Ok(_) => default_quota,
             Err(e) => {
-                tracing::warn!(mailbox = %local, "quota: {e}: using the domain's default");
+                tracing::warn!(
+                    mailbox = %local,
+                    "{}/quota: {e}: using the domain's default",
+                    mrel.display()
+                );
                 default_quota
             }
         }

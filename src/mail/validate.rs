@@ -197,10 +197,16 @@ fn target(raw: &str) -> Result<String, String> {
     if !local_ok {
         return Err(format!("{raw:?} is not an address"));
     }
-    if let Some(d) = domain {
-        crate::model::validate::domain_name(d).map_err(|_| format!("{raw:?} is not an address"))?;
+    match domain {
+        // The domain as Exim matches it: an internationalised one in punycode (the raw
+        // UTF-8 form would never route).
+        Some(d) => {
+            let ascii = crate::model::validate::domain_name(d)
+                .map_err(|_| format!("{raw:?} is not an address"))?;
+            Ok(format!("{local}@{ascii}"))
+        }
+        None => Ok(t),
     }
-    Ok(t)
 }
 
 /// Checks `config/default_forward` (an Exim forward or filter file). Exim reads dirhost's
@@ -261,7 +267,8 @@ fn first_selector(text: &str) -> Option<String> {
         break;
     }
     let sel = &lower[start..end];
-    (sel.len() <= 63 * 4).then(|| sel.to_string())
+    // Each label is a DNS label (`<selector>._domainkey.<domain>`): at most 63 characters.
+    (sel.len() <= 63 * 4 && sel.split('.').all(|l| l.len() <= 63)).then(|| sel.to_string())
 }
 
 /// Validates an explicit selector (e.g. from the command line).
@@ -276,6 +283,25 @@ pub fn selector(raw: &str) -> Result<String, MailInvalid> {
 mod tests {
     use super::*;
     use crate::model::validate::Flag;
+
+    #[test]
+    fn selector_labels_fit_dns() {
+        let long = "l".repeat(64);
+        assert!(selector(&long).is_err());
+        assert_eq!(selector(&"l".repeat(63)).as_deref(), Ok(&*"l".repeat(63)));
+        let flag = crate::model::validate::Flag::Value(long);
+        assert_eq!(
+            dkim_selector(&flag, "mail.example.com").as_deref(),
+            Some("mail")
+        );
+    }
+
+    #[test]
+    fn idn_alias_targets_are_punycode() {
+        let (a, problems) = aliases("info: bob@bücher.de\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(a[0].targets, ["bob@xn--bcher-kva.de"]);
+    }
 
     #[test]
     fn local_parts() {

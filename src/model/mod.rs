@@ -230,11 +230,10 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
 
 impl Model {
     fn skip(&mut self, name: &str, reason: String) {
+        // Escaped: a /srv entry named "a\nskipped b.test: …" must not forge report lines.
+        let name = validate::printable(name);
         tracing::warn!(domain = %name, "skipped: {reason}");
-        self.skipped.push(Skipped {
-            name: name.to_string(),
-            reason,
-        });
+        self.skipped.push(Skipped { name, reason });
     }
 
     /// The entry for `name` in `skipped`, if any.
@@ -459,7 +458,7 @@ fn current_cert_set(
                 None => {
                     warnings.push(format!(
                         "config/ssl/current points at {}: expected sets/<name>",
-                        target.display()
+                        validate::printable(&target.to_string_lossy())
                     ));
                     None
                 }

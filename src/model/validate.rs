@@ -78,6 +78,22 @@ pub fn domain_name(raw: &str) -> Result<String, Invalid> {
     Ok(ascii)
 }
 
+/// A customer-chosen name (a /srv entry, a mailbox, a link target) made safe to print in a
+/// report or log line: control characters (newlines, terminal escapes, NUL...) and the
+/// backslash are escaped as Rust does (`\n`, `\u{1b}`), everything else is kept, so
+/// `bücher.de` stays readable. A name with a newline cannot forge a second report line.
+pub fn printable(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if c.is_control() || c == '\\' || c == '\u{2028}' || c == '\u{2029}' {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Parses `config/ip`: whitespace-separated IPv4/IPv6 addresses, duplicates dropped, order
 /// kept. Any entry that is not an address refuses the whole file: a half-understood address
 /// list would bind the site to the wrong addresses, and such entries are how directives get
@@ -251,6 +267,21 @@ mod tests {
         }
         let long_label = format!("{}.com", "a".repeat(64));
         assert!(domain_name(&long_label).is_err());
+    }
+
+    #[test]
+    fn printable_names() {
+        for (raw, want) in [
+            ("example.com", "example.com"),
+            ("bücher.de", "bücher.de"),
+            ("a\nskipped b: x", "a\\nskipped b: x"),
+            ("esc\x1b[31m", "esc\\u{1b}[31m"),
+            ("back\\slash", "back\\\\slash"),
+            ("nul\0", "nul\\0"),
+        ] {
+            assert_eq!(printable(raw), want, "{raw:?}");
+            assert!(!printable(raw).contains(|c: char| c.is_control()));
+        }
     }
 
     #[test]
