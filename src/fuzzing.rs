@@ -34,8 +34,7 @@ pub const TARGETS: &[&str] = &[
     "dns_ttl",
     "dkim_selector",
     "printable",
-    // TODO(stats): the stats credentials parser (issue 6) once it lands: add its target here,
-    // a `fuzz/fuzz_targets/stats_credentials.rs` and a corpus directory.
+    "stats_credentials",
 ];
 
 /// Runs target `name` on `data`. Panics on a violated property; unknown names panic too.
@@ -59,6 +58,7 @@ pub fn run(name: &str, data: &[u8]) {
         "dns_ttl" => dns_ttl(data),
         "dkim_selector" => dkim_selector(data),
         "printable" => printable(data),
+        "stats_credentials" => stats_credentials(data),
         other => panic!("no fuzz target {other:?}"),
     }
 }
@@ -238,6 +238,71 @@ pub fn password_file(data: &[u8]) {
             }
         }
     }
+}
+
+/// `config/stats-password`: every accepted user and hash is inert in an htpasswd line (no
+/// separator, no line break), a plaintext secret never shows through Debug, and errors never
+/// carry a control character or the file's secrets.
+pub fn stats_credentials(data: &[u8]) {
+    use crate::stats::credentials::{self, Secret};
+    match credentials::parse(data) {
+        Ok(creds) => {
+            assert!(!creds.is_empty(), "an accepted file has a user");
+            for c in &creds {
+                inert("stats user", &c.user, b"@+");
+                assert!(!c.user.is_empty());
+                if let Secret::Bcrypt(h) = &c.secret {
+                    assert!(h.starts_with("$2y$"), "bcrypt normalised: {h:?}");
+                    assert!(
+                        !h.contains([':', '\n', '\r', ' ', '\t', '\0']),
+                        "htpasswd field {h:?}"
+                    );
+                    let line = credentials::htpasswd_line(&c.user, h);
+                    assert_eq!(line.matches('\n').count(), 1, "one htpasswd line: {line:?}");
+                }
+                let shown = format!("{c:?}");
+                if let Secret::Plain(p) = &c.secret
+                    && p.len() >= 4
+                {
+                    assert!(!shown.contains(p.as_str()), "Debug shows the password");
+                }
+            }
+            // Stable: the same bytes parse to the same entries.
+            assert_eq!(credentials::parse(data).ok(), Some(creds));
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            no_controls("stats credentials error", &msg);
+            // Errors name a line (and at most a user name), never a password.
+            if let Some(t) = text(data) {
+                let users: Vec<&str> = t
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|p| p.0)
+                    .collect();
+                for line in t.lines() {
+                    if let Some((_, secret)) = line.split_once(':')
+                        && secret.len() >= 6
+                        && !users.iter().any(|u| u.contains(secret))
+                        && !msg_is_fixed(&msg, secret)
+                    {
+                        assert!(!msg.contains(secret), "error echoes a secret: {msg:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A secret that happens to spell part of a fixed error message is not an echo.
+fn msg_is_fixed(msg: &str, secret: &str) -> bool {
+    let mut fixed = msg.to_string();
+    for (i, c) in msg.char_indices().rev() {
+        if c.is_ascii_digit() {
+            fixed.replace_range(i..i + 1, "0");
+        }
+    }
+    fixed.contains(secret) && !secret.chars().any(|c| c.is_ascii_digit())
 }
 
 pub fn php_ini(data: &[u8]) {
