@@ -99,6 +99,9 @@ pub struct Options {
     /// Domains that still exist but could not be read or rendered: whatever was generated
     /// for them stays as it is.
     pub keep: BTreeSet<String>,
+    /// Where the mail state lives, to remove what domains without mail no longer need;
+    /// `None`: mail files are not pruned.
+    pub mail: Option<crate::mail::MailLayout>,
 }
 
 impl Options {
@@ -374,8 +377,107 @@ fn prune(
             removes.push(remove(path, domain, Service::Php));
         }
     }
+    if let Some(mail) = &opts.mail {
+        prune_mail(mail, desired, opts, wanted, &mut removes)?;
+    }
     p.changes.extend(unlinks);
     p.changes.extend(removes);
+    Ok(())
+}
+
+/// Mail state that no domain wants any more (domain gone, its mail gone, an alias or a
+/// certificate name gone): `<state>/mail/exim/{domains,tls}/<name>`,
+/// `<state>/mail/dovecot/passwd/<name>` (dirhost's private copies: every file there is
+/// ours) and `<dovecot>/dirhost.d/<domain>.conf` (only while its seal says it is ours).
+/// DKIM keys are never removed: a key outlives a pause in signing, and DNS may still
+/// publish it. A file is left alone while the domain it belongs to is kept or failed.
+fn prune_mail(
+    mail: &crate::mail::MailLayout,
+    desired: &Desired,
+    opts: &Options,
+    wanted: &BTreeSet<PathBuf>,
+    removes: &mut Vec<Change>,
+) -> anyhow::Result<()> {
+    // Names to look at: everything in a full run; in a scoped run the names in scope and
+    // their `www.` forms (a removed alias or domain is itself a dirty name).
+    let scoped: Option<Vec<String>> = opts.only.as_ref().map(|only| {
+        only.iter()
+            .flat_map(|d| [d.clone(), format!("www.{d}")])
+            .collect()
+    });
+    let names = |dir: &Path| -> anyhow::Result<Vec<String>> {
+        match &scoped {
+            Some(v) => Ok(v.clone()),
+            None => list(dir),
+        }
+    };
+    // The domain a mail name belongs to: from the lsearch file's `domain:` line (aliases),
+    // else the name itself without `www.`.
+    let owner = |name: &str| -> String {
+        let from_file = |n: &str| {
+            std::fs::read_to_string(mail.domains_dir.join(n))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("domain: "))
+                        .map(|d| d.trim().to_string())
+                })
+        };
+        let bare = name.strip_prefix("www.").unwrap_or(name);
+        from_file(name)
+            .or_else(|| from_file(bare))
+            .unwrap_or_else(|| bare.to_string())
+    };
+    let held = |name: &str, domain: &str| {
+        [name, domain]
+            .iter()
+            .any(|n| opts.keep.contains(*n) || desired.failed.contains_key(*n))
+    };
+    for (dir, service) in [
+        (&mail.domains_dir, Service::Exim),
+        (&mail.tls_dir, Service::Exim),
+        (&mail.passwd_dir, Service::Dovecot),
+    ] {
+        for name in names(dir)? {
+            if crate::model::validate::domain_name(&name).as_deref() != Ok(name.as_str()) {
+                continue;
+            }
+            let path = dir.join(&name);
+            if wanted.contains(&path)
+                || !matches!(std::fs::symlink_metadata(&path), Ok(m) if m.is_file())
+            {
+                continue;
+            }
+            let domain = owner(&name);
+            if held(&name, &domain) {
+                continue;
+            }
+            removes.push(remove(path, &domain, service));
+        }
+    }
+    let confs: Vec<String> = match &scoped {
+        Some(v) => v.iter().map(|d| format!("{d}.conf")).collect(),
+        None => list(&mail.dovecot_domains)?,
+    };
+    for name in confs {
+        let Some(domain) = name.strip_suffix(".conf") else {
+            continue;
+        };
+        if crate::model::validate::domain_name(domain).as_deref() != Ok(domain)
+            || held(domain, domain)
+        {
+            continue;
+        }
+        let path = mail.dovecot_domains.join(&name);
+        if wanted.contains(&path) {
+            continue;
+        }
+        if let Some((bytes, _)) = read_file(&path)?
+            && checksum::inspect(&bytes).replaceable()
+        {
+            removes.push(remove(path, domain, Service::Dovecot));
+        }
+    }
     Ok(())
 }
 

@@ -34,6 +34,20 @@ pub struct Model {
     pub domains: BTreeMap<String, Domain>,
     /// Entries of /srv that were not taken, with why.
     pub skipped: Vec<Skipped>,
+    /// What the domains' files say to the other services (PHP, mail), read in the model
+    /// phase by [`Model::load_services`]; `None` until then.
+    #[serde(skip)]
+    pub services: Option<Services>,
+}
+
+/// Per-domain facts for the services besides Apache, read from /srv (through `safefs`, as
+/// each owner) in the model phase, so that render is a pure function of the model.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// Each served domain's PHP (`config/php`, `config/php.ini`), or why it was refused.
+    pub php: BTreeMap<String, Result<crate::php::State, String>>,
+    /// Every domain's mailboxes and mail settings.
+    pub mail: crate::mail::MailModel,
 }
 
 /// A /srv entry that dirhost refused.
@@ -228,7 +242,45 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
     Ok(model)
 }
 
+/// [`load_scoped`] followed by [`Model::load_services`]: everything the pipeline needs,
+/// read in one phase.
+pub fn load_with_services(
+    cfg: &crate::config::Config,
+    only: Option<&BTreeSet<String>>,
+    now: i64,
+) -> anyhow::Result<Model> {
+    let mut model = load_scoped(&cfg.paths.srv, only, now)?;
+    model.load_services(cfg);
+    Ok(model)
+}
+
 impl Model {
+    /// Reads the PHP and mail files of every domain in the model (through `safefs`, as the
+    /// owner) into [`Model::services`]. Problems are per domain, recorded there.
+    pub fn load_services(&mut self, cfg: &crate::config::Config) {
+        let php = self
+            .domains
+            .values()
+            .filter(|d| d.web)
+            .map(|d| (d.name.clone(), crate::php::read(cfg, &cfg.paths.srv, d)))
+            .collect();
+        let mail = crate::mail::load(&cfg.paths.srv, self, &cfg.mail.hostname(cfg));
+        self.services = Some(Services { php, mail });
+    }
+
+    /// The model with [`Model::services`] loaded: itself when they are, else a copy that
+    /// loads them (for callers that built the model with [`load`] alone).
+    pub fn with_services(&self, cfg: &crate::config::Config) -> std::borrow::Cow<'_, Model> {
+        match self.services {
+            Some(_) => std::borrow::Cow::Borrowed(self),
+            None => {
+                let mut m = self.clone();
+                m.load_services(cfg);
+                std::borrow::Cow::Owned(m)
+            }
+        }
+    }
+
     fn skip(&mut self, name: &str, reason: String) {
         tracing::warn!(domain = %name, "skipped: {reason}");
         self.skipped.push(Skipped {

@@ -185,16 +185,31 @@ pub fn ensure_dirs(srv: &Path, d: &Domain) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates PHP's private directories for every served domain whose PHP is on. Run before a
+/// Creates PHP's private directories for every served domain whose PHP is on (as the model's
+/// [`crate::model::Services`] say, when loaded). Run before a
 /// (non dry-run) apply; returns `(domain, warning)` for the domains where that failed (their
 /// sites still work, but sessions and uploads will not until it is fixed).
 pub fn prepare(cfg: &Config, model: &Model) -> Vec<(String, String)> {
     let mut warnings = Vec::new();
+    let srv = &cfg.paths.srv;
     for d in model.domains.values().filter(|d| d.web) {
-        if !matches!(read(cfg, &cfg.paths.srv, d), Ok(State::On { .. })) {
+        // The switches read in the model phase; read them here only for a model without.
+        let on = match model.services.as_ref().and_then(|s| s.php.get(&d.name)) {
+            Some(state) => matches!(state, Ok(State::On { .. })),
+            None => matches!(read(cfg, srv, d), Ok(State::On { .. })),
+        };
+        if !on {
             continue;
         }
-        if let Err(e) = ensure_dirs(&cfg.paths.srv, d) {
+        // Both already there (every apply but the first): two lstats, no owner switch.
+        let is_dir = |rel: &str| {
+            let p = PathBuf::from(&d.dir_name).join(rel);
+            matches!(safefs::stat(srv, &p), Ok(Some(s)) if s.kind == safefs::Kind::Dir)
+        };
+        if is_dir(TMP_DIR) && is_dir(SESSION_DIR) {
+            continue;
+        }
+        if let Err(e) = ensure_dirs(srv, d) {
             let w = format!("PHP's private directory could not be created: {e}");
             tracing::warn!(domain = %d.name, "{w}");
             warnings.push((d.name.clone(), w));
