@@ -536,10 +536,15 @@ fn current_cert_set(
                 Vec::new()
             }
         };
+        let mut broken = Vec::new();
         let best = sets
             .iter()
             .filter(|n| validate::set_name(n) && Some(*n) != current.as_ref())
-            .filter_map(|n| read_set(srv, &base, owner, n, names, now).ok())
+            .filter_map(|n| {
+                read_set(srv, &base, owner, n, names, now)
+                    .map_err(|w| broken.push(w))
+                    .ok()
+            })
             .max_by_key(|c| c.info.not_after);
         if let Some(c) = best {
             if current.is_some() {
@@ -547,6 +552,9 @@ fn current_cert_set(
             }
             return (Some(c), warnings);
         }
+        // No usable set at all: say why for each one (with a usable set, older broken or
+        // expired sets are normal history and stay quiet).
+        warnings.extend(broken);
     }
     match legacy_set(srv, &base, owner, config_names, names, now) {
         Ok(c) => (c, warnings),

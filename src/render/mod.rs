@@ -126,6 +126,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "apache/site-body.tera",
         include_str!("../../templates/apache/site-body.tera"),
     ),
+    (
+        "apache/site-defaults.tera",
+        include_str!("../../templates/apache/site-defaults.tera"),
+    ),
 ];
 
 /// Where dirhost's generated files live, all derived from the config in one place.
@@ -373,6 +377,31 @@ struct SiteView {
     hsts: bool,
     ssl: Option<SslView>,
     php: php::ApacheView,
+    /// Addresses that need a default vhost before this site's (see `site-defaults.tera`).
+    default_http: Vec<DefaultView>,
+    default_https: Vec<DefaultView>,
+    acme_dir: String,
+}
+
+/// A default vhost for one address, defined by whichever site file Apache reads first.
+#[derive(Serialize)]
+struct DefaultView {
+    addr: String,
+    /// The `Define` variable that marks it as defined.
+    guard: String,
+}
+
+impl DefaultView {
+    fn new(addr: &str) -> Self {
+        let guard: String = addr
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        Self {
+            addr: addr.to_string(),
+            guard: format!("dirhost_default_{guard}"),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -414,11 +443,21 @@ fn render_site(
         }
         None => None,
     };
+    let http_addrs = addrs(d, cfg.ports.http);
+    let https_addrs = addrs(d, cfg.ports.https);
     let view = SiteView {
         domain: d.name.clone(),
         aliases: d.aliases.clone(),
-        http_addrs: addrs(d, cfg.ports.http),
-        https_addrs: addrs(d, cfg.ports.https),
+        // `*:http` has its default in the shared file; specific addresses and HTTPS do not.
+        default_http: http_addrs
+            .iter()
+            .filter(|a| !a.starts_with('*'))
+            .map(|a| DefaultView::new(a))
+            .collect(),
+        default_https: https_addrs.iter().map(|a| DefaultView::new(a)).collect(),
+        acme_dir: layout.acme_dir.display().to_string(),
+        http_addrs,
+        https_addrs,
         https_port_suffix: if cfg.ports.https == 443 {
             String::new()
         } else {
