@@ -198,8 +198,13 @@ pub enum Login {
 /// Reads the mail files of every domain in `model`.
 pub fn load(srv: &Path, model: &Model, hostname: &str) -> MailModel {
     let mut out = MailModel::default();
-    for d in model.domains.values() {
-        match read_domain(srv, d, hostname) {
+    let domains: Vec<&Domain> = model.domains.values().collect();
+    let read = crate::model::par_map(&domains, |d| {
+        // The model's listing of `config/`, when it has one, spares a read per absent file.
+        read_domain(srv, d, model.config_files(&d.name), hostname)
+    });
+    for (d, result) in domains.into_iter().zip(read) {
+        match result {
             Ok(Some(m)) => {
                 out.domains.insert(d.name.clone(), m);
             }
@@ -241,10 +246,35 @@ fn read_flag(srv: &Path, rel: &Path, owner: Owner) -> Result<Flag, String> {
     Flag::parse(bytes.as_deref()).map_err(|e| format!("{}: {e}", rel.display()))
 }
 
-fn read_domain(srv: &Path, d: &Domain, hostname: &str) -> Result<Option<MailDomain>, String> {
+fn read_domain(
+    srv: &Path,
+    d: &Domain,
+    config: Option<&BTreeSet<String>>,
+    hostname: &str,
+) -> Result<Option<MailDomain>, String> {
     let owner = d.owner();
     let base = PathBuf::from(&d.dir_name);
     let rel = |p: &str| base.join(p);
+    let absent = |p: &str| {
+        p.strip_prefix("config/")
+            .is_some_and(|name| config.is_some_and(|c| !c.contains(name)))
+    };
+    let read_value = |srv: &Path, p: &Path, owner: Owner| match p.to_str() {
+        Some(r)
+            if absent(
+                r.strip_prefix(&d.dir_name)
+                    .unwrap_or(r)
+                    .trim_start_matches('/'),
+            ) =>
+        {
+            Ok(None)
+        }
+        _ => read_value(srv, p, owner),
+    };
+    let read_flag = |srv: &Path, p: &Path, owner: Owner| -> Result<Flag, String> {
+        let bytes = read_value(srv, p, owner)?;
+        Flag::parse(bytes.as_deref()).map_err(|e| format!("{}: {e}", p.display()))
+    };
     let mailboxes_dir = match safefs::stat(srv, &rel("mailboxes")) {
         Ok(Some(s)) if s.kind == Kind::Dir => true,
         Ok(Some(s)) if s.kind == Kind::Symlink => {

@@ -318,20 +318,23 @@ pub fn render(
         service: Service::Apache,
     });
 
-    for d in model.domains.values().filter(|d| d.web) {
+    let web: Vec<&Domain> = model.domains.values().filter(|d| d.web).collect();
+    let rendered = crate::model::par_map(&web, |d| {
         // PHP first: a refused config/php or config/php.ini leaves the whole domain as it was.
         let state = services
             .php
             .get(&d.name)
             .cloned()
             .unwrap_or_else(|| Err("its PHP settings were not read".into()));
-        let rendered = state.map_err(anyhow::Error::msg).and_then(|state| {
+        state.map_err(anyhow::Error::msg).and_then(|state| {
             let view = php::ApacheView::new(cfg, d, &state)?;
             let pool = php::render_pool(d, &state, cfg, tera)?;
             let (mut files, link) = render_site(d, cfg, &layout, tera, view)?;
             files.extend(pool);
             Ok((files, link))
-        });
+        })
+    });
+    for (d, rendered) in web.into_iter().zip(rendered) {
         match rendered {
             Ok((files, link)) => {
                 out.files.extend(files);
