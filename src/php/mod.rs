@@ -215,13 +215,18 @@ pub fn prepare(cfg: &Config, model: &Model) -> Vec<(String, String)> {
         if !on {
             return None;
         }
-        // Both already there (every apply but the first): two lstats, no owner switch.
-        let is_dir = |rel: &str| {
-            let p = PathBuf::from(&d.dir_name).join(rel);
-            matches!(safefs::stat(srv, &p), Ok(Some(s)) if s.kind == safefs::Kind::Dir)
-        };
-        if is_dir(TMP_DIR) && is_dir(SESSION_DIR) {
-            return None;
+        // Both already there (every apply but the first): one listing of `php/`, no owner
+        // switch. Only a hint to skip work: whatever else is there is the owner's business,
+        // and a missing entry goes through `ensure_dirs`, which never follows a link.
+        let listed = safefs::list_dir(srv, &PathBuf::from(&d.dir_name).join(PHP_DIR));
+        if let Ok(Some(names)) = listed {
+            let has = |rel: &str| {
+                let name = rel.rsplit('/').next().unwrap_or(rel);
+                names.iter().any(|n| n == name)
+            };
+            if has(TMP_DIR) && has(SESSION_DIR) {
+                return None;
+            }
         }
         let e = ensure_dirs(srv, d).err()?;
         let w = format!("PHP's private directory could not be created: {e}");
