@@ -348,6 +348,9 @@ impl Drop for LinkTmp {
     }
 }
 
+/// Batches with at most this many files fsync each one instead of calling `syncfs`.
+const FSYNC_EACH_UP_TO: usize = 16;
+
 /// Makes `ops` real in order, with the batching described at [`Tx`].
 fn commit(ops: &[Op<'_>], private_dir: &Path) -> Result<()> {
     if ops.is_empty() {
@@ -400,7 +403,36 @@ fn commit(ops: &[Op<'_>], private_dir: &Path) -> Result<()> {
             Op::Remove { path, prune_parent } => Staged::Remove(path, *prune_parent),
         });
     }
-    // (2) One flush per filesystem makes every staged byte durable before any rename.
+    // (2) Every staged byte durable before any rename: a small batch (the daemon's usual
+    // one or two files) fsyncs its own temp files; a big one flushes each filesystem once
+    // (`syncfs` also waits for other programs' dirty data, which a few fsyncs do not).
+    let files: Vec<&tempfile::TempPath> = staged
+        .iter()
+        .filter_map(|s| match s {
+            Staged::File(t, _) => Some(t),
+            _ => None,
+        })
+        .collect();
+    if files.len() <= FSYNC_EACH_UP_TO {
+        for t in files {
+            std::fs::File::open(t)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("failed to fsync {}", t.display()))?;
+        }
+        // A staged link cannot be fsynced itself: its directory is (symlink inodes are
+        // committed with it).
+        let link_dirs: HashSet<&Path> = staged
+            .iter()
+            .filter_map(|s| match s {
+                Staged::Link(_, path) => path.parent(),
+                _ => None,
+            })
+            .collect();
+        for dir in link_dirs {
+            sync_dir(dir)?;
+        }
+        sync_dirs.clear();
+    }
     for dir in sync_dirs.values() {
         let d = std::fs::File::open(dir)
             .with_context(|| format!("failed to open {}", dir.display()))?;

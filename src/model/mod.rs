@@ -227,10 +227,14 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
         }
     }
 
+    // `with_www` only asks whether `www.<name>` exists: only such entries are converted
+    // (an IDN conversion of every /srv entry made a scoped load grow with /srv).
     let existing: BTreeSet<String> = entries
         .iter()
         .filter_map(|(n, _, _)| n.to_str())
+        .filter(|n| n.starts_with("www.") || n.starts_with("WWW.") || !n.is_ascii())
         .map(|n| validate::domain_name(n).unwrap_or_else(|_| n.to_string()))
+        .filter(|n| n.starts_with("www."))
         .collect();
     let pending: Vec<(String, String, Stat, Vec<String>)> = pending
         .into_iter()
