@@ -139,8 +139,16 @@ pub fn load(srv: &Path, now: i64) -> anyhow::Result<Model> {
 /// for a batch of dirty domains. /srv's listing is still read (one `getdents` pass) to find
 /// alias symlinks and `www.` directories; other domains' directories are not touched.
 pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> anyhow::Result<Model> {
-    let entries = list_srv(srv)?;
+    let mut entries = list_srv(srv)?;
+    if only.is_none() {
+        // A full load visits every entry: in name order. A scoped one sorts only what it
+        // keeps (sorting 10,000 names was a third of a scoped load).
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+    }
     let mut model = Model::default();
+    // Scoped: symlinks that are not named themselves, checked once the domains in scope are
+    // known (only those pointing at one of them are aliases to read).
+    let mut maybe_aliases: Vec<&str> = Vec::new();
     let mut links: Vec<(String, Stat)> = Vec::new();
     let mut dirs: Vec<(String, OsString, Stat)> = Vec::new();
     let named = |raw: &str| match only {
@@ -178,6 +186,10 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
         if !maybe_link && !in_scope(raw, *ino) {
             continue;
         }
+        if only.is_some() && !in_scope(raw, *ino) {
+            maybe_aliases.push(raw);
+            continue;
+        }
         let st = match lstat(srv, raw) {
             Ok(Some(st)) => st,
             Ok(None) => continue, // vanished while we looked
@@ -191,6 +203,10 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
             Kind::Dir if in_scope(raw, *ino) => dirs.push((raw.to_string(), name.clone(), st)),
             _ => {} // out of scope, or plain files in /srv are not domains; Sympl ignores them too
         }
+    }
+
+    if only.is_some() {
+        dirs.sort_by(|a, b| a.0.cmp(&b.0));
     }
 
     // Domains first, so aliases can find their targets.
@@ -215,6 +231,25 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
         }
         by_inode.insert((st.dev, st.ino), ascii.clone());
         pending.push((raw, ascii, st));
+    }
+
+    // Scoped: of the other symlinks, those that point at a domain in scope (one `stat`
+    // each, following the link only to compare inodes, as `alias_target` does).
+    if only.is_some() {
+        use std::os::unix::fs::MetadataExt;
+        for raw in maybe_aliases {
+            let points_here = std::fs::metadata(srv.join(raw))
+                .is_ok_and(|m| by_inode.contains_key(&(m.dev(), m.ino())));
+            if !points_here {
+                continue;
+            }
+            match lstat(srv, raw) {
+                Ok(Some(st)) if st.kind == Kind::Symlink => links.push((raw.to_string(), st)),
+                Ok(_) => {}
+                Err(e) => model.skip(raw, e.to_string()),
+            }
+        }
+        links.sort_by(|a, b| a.0.cmp(&b.0));
     }
 
     // Symlinked aliases: /srv/<alias> -> a domain directory.
@@ -327,7 +362,7 @@ impl Model {
 type Stat = safefs::Stat;
 
 /// /srv's entries with their type from the directory listing itself (`d_type`, no stat),
-/// sorted by name. The type is only a hint for skipping work; decisions use `safefs::stat`.
+/// in directory order. The type is only a hint for skipping work; decisions use `safefs::stat`.
 fn list_srv(srv: &Path) -> anyhow::Result<Vec<(OsString, Option<std::fs::FileType>, u64)>> {
     use anyhow::Context;
     use std::os::unix::fs::DirEntryExt;
@@ -337,7 +372,7 @@ fn list_srv(srv: &Path) -> anyhow::Result<Vec<(OsString, Option<std::fs::FileTyp
         let entry = entry.with_context(|| format!("failed to list {}", srv.display()))?;
         out.push((entry.file_name(), entry.file_type().ok(), entry.ino()));
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+
     Ok(out)
 }
 
