@@ -201,7 +201,11 @@ pub fn load(srv: &Path, model: &Model, hostname: &str) -> MailModel {
     let domains: Vec<&Domain> = model.domains.values().collect();
     let read = crate::model::par_map(&domains, |d| {
         // The model's listing of `config/`, when it has one, spares a read per absent file.
-        read_domain(srv, d, model.config_files(&d.name), hostname)
+        let known = Known {
+            config: model.config_files(&d.name),
+            symlinks: model.symlink_aliases(&d.name),
+        };
+        read_domain(srv, d, known, hostname)
     });
     for (d, result) in domains.into_iter().zip(read) {
         match result {
@@ -246,12 +250,22 @@ fn read_flag(srv: &Path, rel: &Path, owner: Owner) -> Result<Flag, String> {
     Flag::parse(bytes.as_deref()).map_err(|e| format!("{}: {e}", rel.display()))
 }
 
+/// What the model already knows about a domain's files (`None`: unknown, look).
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    /// Names in `config/`.
+    config: Option<&'a BTreeSet<String>>,
+    /// Aliases that are symlinks in /srv.
+    symlinks: Option<&'a [String]>,
+}
+
 fn read_domain(
     srv: &Path,
     d: &Domain,
-    config: Option<&BTreeSet<String>>,
+    known: Known<'_>,
     hostname: &str,
 ) -> Result<Option<MailDomain>, String> {
+    let config = known.config;
     let owner = d.owner();
     let base = PathBuf::from(&d.dir_name);
     let rel = |p: &str| base.join(p);
@@ -386,7 +400,15 @@ fn read_domain(
     for w in &warnings {
         tracing::warn!(domain = %d.name, "mail: {w}");
     }
-    let alias_domains = symlinked_aliases(srv, d);
+    let alias_domains = match known.symlinks {
+        Some(links) => d
+            .aliases
+            .iter()
+            .filter(|a| links.contains(*a))
+            .cloned()
+            .collect(),
+        None => symlinked_aliases(srv, d),
+    };
     Ok(Some(MailDomain {
         name: d.name.clone(),
         dir: d.dir.clone(),

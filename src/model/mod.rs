@@ -42,6 +42,9 @@ pub struct Model {
     /// loading: later readers skip files that are not there.
     #[serde(skip)]
     config_files: BTreeMap<String, BTreeSet<String>>,
+    /// Each loaded domain's aliases that are symlinks in /srv (not `www.` forms).
+    #[serde(skip)]
+    symlink_aliases: BTreeMap<String, Vec<String>>,
 }
 
 /// Per-domain facts for the services besides Apache, read from /srv (through `safefs`, as
@@ -275,6 +278,7 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
         .into_iter()
         .map(|(raw, ascii, st)| {
             let mut names = aliases.remove(&ascii).unwrap_or_default();
+            model.symlink_aliases.insert(ascii.clone(), names.clone());
             names.push(ascii.clone());
             let all_aliases = with_www(&names, &existing, &ascii);
             (raw, ascii, st, all_aliases)
@@ -340,6 +344,12 @@ impl Model {
     /// put together by hand).
     pub fn config_files(&self, domain: &str) -> Option<&BTreeSet<String>> {
         self.config_files.get(domain)
+    }
+
+    /// `domain`'s aliases that are symlinks in /srv, as the load found them; `None` when
+    /// unknown (a model put together by hand).
+    pub fn symlink_aliases(&self, domain: &str) -> Option<&[String]> {
+        self.symlink_aliases.get(domain).map(Vec::as_slice)
     }
 
     fn skip(&mut self, name: &str, reason: String) {
