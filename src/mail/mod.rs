@@ -505,10 +505,15 @@ pub fn ensure_dirs(cfg: &Config) -> Result<()> {
         let gid = match nix::unistd::Group::from_name(group) {
             Ok(Some(g)) => g.gid,
             _ => {
-                tracing::warn!(
-                    "group {group} does not exist (is the mail server installed?): {} stays root-only",
-                    dir.display()
-                );
+                // Every reconcile runs this: say it once per process, not once per batch.
+                static SAID: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        "group {group} does not exist (is the mail server installed?): {} stays root-only",
+                        dir.display()
+                    );
+                }
                 mkdir(dir, 0o700)?;
                 continue;
             }
