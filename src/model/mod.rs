@@ -753,16 +753,18 @@ fn load_set(
     })
 }
 
-/// Keeps glibc from giving each worker thread its own malloc arena: memory freed there is
-/// not returned by the daemon's `malloc_trim`, which left `dirhost watch` at 63 MB RSS after
-/// its first full resync of 10,000 domains instead of 23 MB (`benches/watch.rs -- daemon`).
-/// The workers spend their time in system calls, so sharing one arena costs little.
-fn one_malloc_arena() {
+/// Caps glibc's malloc arenas at two (the main one and one for the workers): with an arena
+/// per worker thread, much of what a full resync freed stayed resident despite the daemon's
+/// `malloc_trim` (`dirhost watch` at 63 MB RSS after its first full resync of 10,000
+/// domains, 34 MB with two arenas; `benches/watch.rs -- daemon`). One arena for everything
+/// made the workers queue on its lock (a 10,000-domain no-op 1.6 s instead of 0.9 s).
+fn cap_malloc_arenas() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: mallopt only changes a malloc tunable; any value is valid to ask for.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     });
 }
@@ -780,7 +782,7 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
     if threads == 1 {
         return items.iter().map(f).collect();
     }
-    one_malloc_arena();
+    cap_malloc_arenas();
     let chunk = items.len().div_ceil(threads);
     let f = &f;
     std::thread::scope(|s| {
