@@ -719,6 +719,39 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_batch_leaves_no_temp_files_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, "x").unwrap();
+        let link = dir.path().join("l.conf");
+        let file = dir.path().join("f.conf");
+        let ops = [
+            Op::Link {
+                path: &link,
+                target: Path::new("target"),
+            },
+            Op::Write {
+                path: &file,
+                contents: b"new",
+                mode: 0o644,
+            },
+            // Its parent cannot be created: the batch fails while staging.
+            Op::Write {
+                path: &blocker.join("x.conf"),
+                contents: b"x",
+                mode: 0o644,
+            },
+        ];
+        assert!(commit(&ops, &dir.path().join("ssl")).is_err());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["not-a-dir"], "nothing renamed, no temp litter");
+    }
+
+    #[test]
     fn run_reports_output() {
         let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(run(&argv(&["true"])).is_ok());
