@@ -1,8 +1,12 @@
 //! Makes a plan real, safely: the only module that writes server configuration and runs the
 //! servers' test and reload commands.
 //!
-//! Every write is atomic (temp file in the same directory, fsync, rename, fsync the
-//! directory) and remembers what it replaced. The whole candidate configuration is tested
+//! Every write is atomic and remembers what it replaced. Writes come in batches (all of a
+//! service's changes at once, or one bisection step): every new file and link is first
+//! made under a temporary name in its final directory, then the data is made durable with
+//! one `syncfs(2)` per filesystem, then everything is renamed into place, then each touched
+//! directory is fsynced once. See [`Tx`] for why this is as crash-safe as a
+//! temp+fsync+rename per file, at two flushes instead of two per file. The whole candidate configuration is tested
 //! with the configured test command before any reload. When the test fails, the domains'
 //! changes are rolled back and bisected: the domains whose files break the test are left out
 //! (their previous files restored) and reported, everyone else's changes go live. Reload is
@@ -12,7 +16,7 @@
 //! It never reads /srv: certificates and other customer material reach it as bytes that the
 //! model already verified.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -102,26 +106,21 @@ fn apply_service(
         .filter_map(|(d, c)| d.map(|d| (d, c)))
         .collect();
 
-    let mut tx = Tx::default();
-    for c in &shared {
-        tx.apply(c, layout)?;
-    }
+    let mut tx = Tx::new(layout);
+    let mut batch: Vec<&Change> = shared.clone();
+    batch.extend(domains.iter().flat_map(|(_, c)| c.iter().copied()));
+    tx.apply(&batch)?;
     let mut live: Vec<&Change> = shared.clone();
-    let mut applied_domains: Vec<usize> = Vec::new();
-    for (i, (_, changes)) in domains.iter().enumerate() {
-        for c in changes {
-            tx.apply(c, layout)?;
-        }
-        applied_domains.push(i);
-    }
+    let mut applied_domains: Vec<usize> = (0..domains.len()).collect();
 
     if let Err(first) = test(cfg, service) {
         tracing::warn!("candidate config failed the test; isolating the domains responsible");
-        for (_, changes) in domains.iter().rev() {
-            for c in changes.iter().rev() {
-                tx.restore(&c.path)?;
-            }
-        }
+        tx.restore(
+            domains
+                .iter()
+                .rev()
+                .flat_map(|(_, c)| c.iter().rev().map(|c| c.path.as_path())),
+        )?;
         if let Err(e) = test(cfg, service) {
             tx.restore_all()?;
             if test(cfg, service).is_err() {
@@ -139,7 +138,6 @@ fn apply_service(
             service,
             domains: &domains,
             cfg,
-            layout,
         };
         bisect(&ctx, &all, &mut tx, &mut applied_domains, &mut out.culprits)?;
     }
@@ -173,7 +171,6 @@ struct Bisect<'a, 'c> {
     service: Service,
     domains: &'a [(String, Vec<&'c Change>)],
     cfg: &'a Config,
-    layout: &'a Layout,
 }
 
 /// Finds, among `idx` (none currently applied, the current state passes the test), the
@@ -188,11 +185,11 @@ fn bisect(
     if idx.is_empty() {
         return Ok(());
     }
-    for i in idx {
-        for c in &b.domains[*i].1 {
-            tx.apply(c, b.layout)?;
-        }
-    }
+    let batch: Vec<&Change> = idx
+        .iter()
+        .flat_map(|i| b.domains[*i].1.iter().copied())
+        .collect();
+    tx.apply(&batch)?;
     let err = match test(b.cfg, b.service) {
         Ok(()) => {
             good.extend_from_slice(idx);
@@ -200,11 +197,11 @@ fn bisect(
         }
         Err(e) => e,
     };
-    for i in idx.iter().rev() {
-        for c in b.domains[*i].1.iter().rev() {
-            tx.restore(&c.path)?;
-        }
-    }
+    tx.restore(
+        idx.iter()
+            .rev()
+            .flat_map(|i| b.domains[*i].1.iter().rev().map(|c| c.path.as_path())),
+    )?;
     if let [only] = idx {
         let name = &b.domains[*only].0;
         let service = b.service;
@@ -226,63 +223,286 @@ fn describe(a: &Action) -> &'static str {
 }
 
 /// Journal of what each touched path was before, so any subset can be put back.
+///
+/// Crash safety of a batch ([`commit`]): (1) each new file is written to a temp file in its
+/// final directory, its mode set, and each new link created under a temp name; (2) one
+/// `syncfs` per filesystem makes all of that data and metadata durable; (3) only then are
+/// the temp names renamed over the final ones (and removals done); (4) each touched
+/// directory is fsynced once. A crash before (3) leaves only temp files (`.dirhost-tmp-*`,
+/// `.dirhost-link-*`, never read by a server). A crash during (3)/(4) leaves every final
+/// path with either its complete old or its complete new contents, because a rename only
+/// ever exposes data that step (2) already made durable; a lost rename is redone by the next
+/// reconcile (plan sees the old contents). This is the per-file temp+fsync+rename argument,
+/// with the fsyncs of a whole batch merged into one flush.
 #[derive(Default)]
 struct Tx {
     priors: Vec<(PathBuf, Prior)>,
+    /// Index into `priors` by path: the journal is consulted for every change (was O(n²)
+    /// with a linear search: 97 % of a cold apply's CPU at 10,000 domains).
+    index: HashMap<PathBuf, usize>,
+    /// `<state>/ssl`: directories created below it are private (0700).
+    private_dir: PathBuf,
+}
+
+/// One step of a batch.
+enum Op<'a> {
+    Write {
+        path: &'a Path,
+        contents: &'a [u8],
+        mode: u32,
+    },
+    Link {
+        path: &'a Path,
+        target: &'a Path,
+    },
+    Remove {
+        path: &'a Path,
+        /// Remove the parent directory too when this empties it.
+        prune_parent: bool,
+    },
 }
 
 impl Tx {
-    fn apply(&mut self, c: &Change, layout: &Layout) -> Result<()> {
-        if !self.priors.iter().any(|(p, _)| *p == c.path) {
-            self.priors.push((c.path.clone(), capture(&c.path)?));
-        }
-        match &c.action {
-            Action::Write { contents, mode } => {
-                let parent = c.path.parent().context("file without a parent directory")?;
-                if !parent.exists() {
-                    let private = parent.starts_with(&layout.ssl_dir);
-                    mkdir(parent, if private { 0o700 } else { 0o755 })?;
-                }
-                write_atomic(&c.path, contents.as_bytes(), *mode)
-            }
-            Action::Link { target } => symlink_atomic(&c.path, target),
-            Action::Remove => {
-                remove(&c.path)?;
-                if let Some(parent) = c
-                    .path
-                    .parent()
-                    .filter(|p| p.starts_with(&layout.ssl_dir) && *p != layout.ssl_dir)
-                {
-                    let _ = std::fs::remove_dir(parent); // only succeeds when empty
-                }
-                Ok(())
-            }
+    fn new(layout: &Layout) -> Self {
+        Self {
+            private_dir: layout.ssl_dir.clone(),
+            ..Self::default()
         }
     }
 
-    fn restore(&mut self, path: &Path) -> Result<()> {
-        let Some((_, prior)) = self.priors.iter().find(|(p, _)| p == path) else {
-            return Ok(());
-        };
-        match prior {
-            Prior::Absent => remove(path),
-            Prior::File(bytes, mode) => {
-                if let Some(parent) = path.parent().filter(|p| !p.exists()) {
-                    mkdir(parent, 0o700)?;
-                }
-                write_atomic(path, bytes, *mode)
+    /// Applies `changes` as one batch, journaling what each path was before.
+    fn apply(&mut self, changes: &[&Change]) -> Result<()> {
+        for c in changes {
+            if !self.index.contains_key(&c.path) {
+                self.index.insert(c.path.clone(), self.priors.len());
+                self.priors.push((c.path.clone(), capture(&c.path)?));
             }
-            Prior::Link(target) => symlink_atomic(path, target),
         }
+        let ops: Vec<Op<'_>> = changes
+            .iter()
+            .map(|c| match &c.action {
+                Action::Write { contents, mode } => Op::Write {
+                    path: &c.path,
+                    contents: contents.as_bytes(),
+                    mode: *mode,
+                },
+                Action::Link { target } => Op::Link {
+                    path: &c.path,
+                    target,
+                },
+                Action::Remove => Op::Remove {
+                    path: &c.path,
+                    prune_parent: c
+                        .path
+                        .parent()
+                        .is_some_and(|p| p.starts_with(&self.private_dir) && p != self.private_dir),
+                },
+            })
+            .collect();
+        commit(&ops, &self.private_dir)
+    }
+
+    /// Puts `paths` back as they were before this transaction touched them (one batch).
+    fn restore<'p>(&mut self, paths: impl IntoIterator<Item = &'p Path>) -> Result<()> {
+        let ops: Vec<Op<'_>> = paths
+            .into_iter()
+            .filter_map(|p| self.index.get(p).map(|i| &self.priors[*i]))
+            .map(|(path, prior)| match prior {
+                Prior::Absent => Op::Remove {
+                    path,
+                    prune_parent: false,
+                },
+                Prior::File(bytes, mode) => Op::Write {
+                    path,
+                    contents: bytes,
+                    mode: *mode,
+                },
+                Prior::Link(target) => Op::Link { path, target },
+            })
+            .collect();
+        commit(&ops, &self.private_dir)
     }
 
     fn restore_all(&mut self) -> Result<()> {
         let paths: Vec<PathBuf> = self.priors.iter().rev().map(|(p, _)| p.clone()).collect();
-        for p in paths {
-            self.restore(&p)?;
-        }
-        Ok(())
+        self.restore(paths.iter().map(PathBuf::as_path))
     }
+}
+
+/// A staged file or link: its temp name and where it goes.
+enum Staged<'a> {
+    File(tempfile::TempPath, &'a Path),
+    Link(LinkTmp, &'a Path),
+    Remove(&'a Path, bool),
+}
+
+/// A staged link's temp name; removed on drop unless renamed (no litter after an error;
+/// `TempPath` does the same for files).
+struct LinkTmp(Option<PathBuf>);
+
+impl Drop for LinkTmp {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Batches with at most this many files fsync each one instead of calling `syncfs`.
+const FSYNC_EACH_UP_TO: usize = 16;
+
+/// Makes `ops` real in order, with the batching described at [`Tx`].
+fn commit(ops: &[Op<'_>], private_dir: &Path) -> Result<()> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    // (1) Stage.
+    let mut staged: Vec<Staged<'_>> = Vec::with_capacity(ops.len());
+    let mut sync_dirs: HashMap<u64, PathBuf> = HashMap::new();
+    let mut seen_dirs: HashSet<PathBuf> = HashSet::new();
+    for op in ops {
+        let (path, is_remove) = match op {
+            Op::Write { path, .. } | Op::Link { path, .. } => (*path, false),
+            Op::Remove { path, .. } => (*path, true),
+        };
+        let dir = path.parent().context("path without a parent directory")?;
+        if !is_remove && !seen_dirs.contains(dir) {
+            if !dir.exists() {
+                let mode = if dir.starts_with(private_dir) {
+                    0o700
+                } else {
+                    0o755
+                };
+                mkdir(dir, mode)?;
+            }
+            let meta = std::fs::metadata(dir)
+                .with_context(|| format!("failed to stat {}", dir.display()))?;
+            use std::os::unix::fs::MetadataExt;
+            sync_dirs
+                .entry(meta.dev())
+                .or_insert_with(|| dir.to_path_buf());
+            seen_dirs.insert(dir.to_path_buf());
+        }
+        staged.push(match op {
+            Op::Write {
+                path,
+                contents,
+                mode,
+            } => Staged::File(stage_file(dir, contents, *mode)?, path),
+            Op::Link { path, target } => {
+                let tmp = dir.join(format!(
+                    ".dirhost-link-{}-{}",
+                    std::process::id(),
+                    staged.len()
+                ));
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(target, &tmp)
+                    .with_context(|| format!("failed to create link {}", tmp.display()))?;
+                Staged::Link(LinkTmp(Some(tmp)), path)
+            }
+            Op::Remove { path, prune_parent } => Staged::Remove(path, *prune_parent),
+        });
+    }
+    // (2) Every staged byte durable before any rename: a small batch (the daemon's usual
+    // one or two files) fsyncs its own temp files; a big one flushes each filesystem once
+    // (`syncfs` also waits for other programs' dirty data, which a few fsyncs do not).
+    let files: Vec<&tempfile::TempPath> = staged
+        .iter()
+        .filter_map(|s| match s {
+            Staged::File(t, _) => Some(t),
+            _ => None,
+        })
+        .collect();
+    if files.len() <= FSYNC_EACH_UP_TO {
+        for t in files {
+            std::fs::File::open(t)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("failed to fsync {}", t.display()))?;
+        }
+        // A staged link cannot be fsynced itself: its directory is (symlink inodes are
+        // committed with it).
+        let link_dirs: HashSet<&Path> = staged
+            .iter()
+            .filter_map(|s| match s {
+                Staged::Link(_, path) => path.parent(),
+                _ => None,
+            })
+            .collect();
+        for dir in link_dirs {
+            sync_dir(dir)?;
+        }
+        sync_dirs.clear();
+    }
+    for dir in sync_dirs.values() {
+        let d = std::fs::File::open(dir)
+            .with_context(|| format!("failed to open {}", dir.display()))?;
+        use std::os::fd::AsRawFd;
+        nix::unistd::syncfs(d.as_raw_fd())
+            .with_context(|| format!("failed to syncfs {}", dir.display()))?;
+    }
+    // (3) Rename into place, in the plan's order.
+    let mut touched: Vec<PathBuf> = Vec::new();
+    let mut touched_set: HashSet<PathBuf> = HashSet::new();
+    let mut touch = |p: &Path| {
+        if let Some(d) = p.parent()
+            && touched_set.insert(d.to_path_buf())
+        {
+            touched.push(d.to_path_buf());
+        }
+    };
+    for s in staged {
+        match s {
+            Staged::File(tmp, path) => {
+                tmp.persist(path)
+                    .map_err(|e| e.error)
+                    .with_context(|| format!("failed to rename into {}", path.display()))?;
+                touch(path);
+            }
+            Staged::Link(mut tmp, path) => {
+                if let Some(t) = tmp.0.take()
+                    && let Err(e) = std::fs::rename(&t, path)
+                {
+                    let _ = std::fs::remove_file(&t);
+                    return Err(e)
+                        .with_context(|| format!("failed to rename into {}", path.display()));
+                }
+                touch(path);
+            }
+            Staged::Remove(path, prune_parent) => {
+                remove(path)?;
+                touch(path);
+                // Only succeeds when empty.
+                if prune_parent
+                    && let Some(parent) = path.parent()
+                    && std::fs::remove_dir(parent).is_ok()
+                {
+                    touch(parent);
+                }
+            }
+        }
+    }
+    // (4) Make the renames durable: each touched directory once.
+    for dir in touched {
+        if dir.exists() {
+            sync_dir(&dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `contents` to a new temp file in `dir` with `mode` (no fsync: see [`Tx`]).
+fn stage_file(dir: &Path, contents: &[u8], mode: u32) -> Result<tempfile::TempPath> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".dirhost-tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("failed to create a temp file in {}", dir.display()))?;
+    tmp.write_all(contents)
+        .with_context(|| format!("failed to write {}", tmp.path().display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("failed to chmod {}", tmp.path().display()))?;
+    // Closing the file here keeps the number of open descriptors flat in the batch size.
+    Ok(tmp.into_temp_path())
 }
 
 fn capture(path: &Path) -> Result<Prior> {
@@ -327,13 +547,20 @@ fn ensure_dirs(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// Creates `dir` and any missing parents with exactly `mode` (set explicitly after each
+/// `mkdir`, so the result does not depend on the umask of whoever runs dirhost). Existing
+/// directories are left as they are.
 fn mkdir(dir: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(dir)
-        .with_context(|| format!("failed to create {}", dir.display()))
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("failed to chmod {}", d.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("failed to create {}", d.display())),
+        }
+    }
+    Ok(())
 }
 
 /// Atomic replace for dirhost's own output directories (root-owned /etc and state paths;
@@ -354,17 +581,6 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("failed to fsync {}", tmp.path().display()))?;
     tmp.persist(path)
         .map_err(|e| e.error)
-        .with_context(|| format!("failed to rename into {}", path.display()))?;
-    sync_dir(dir)
-}
-
-fn symlink_atomic(path: &Path, target: &Path) -> Result<()> {
-    let dir = path.parent().context("link without a parent directory")?;
-    let tmp = dir.join(format!(".dirhost-link-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
-        .with_context(|| format!("failed to create link {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
         .with_context(|| format!("failed to rename into {}", path.display()))?;
     sync_dir(dir)
 }
@@ -474,30 +690,23 @@ mod tests {
             domain: Some("a.com".into()),
             service: Service::Apache,
         };
-        let mut tx = Tx::default();
-        tx.apply(
-            &change(
-                &existing,
-                Action::Write {
-                    contents: "new".into(),
-                    mode: 0o644,
-                },
-            ),
-            &layout,
-        )
-        .unwrap();
-        tx.apply(
-            &change(
-                &fresh,
-                Action::Write {
-                    contents: "b".into(),
-                    mode: 0o644,
-                },
-            ),
-            &layout,
-        )
-        .unwrap();
-        tx.apply(&change(&link, Action::Remove), &layout).unwrap();
+        let mut tx = Tx::new(&layout);
+        let first = change(
+            &existing,
+            Action::Write {
+                contents: "new".into(),
+                mode: 0o644,
+            },
+        );
+        let second = change(
+            &fresh,
+            Action::Write {
+                contents: "b".into(),
+                mode: 0o644,
+            },
+        );
+        tx.apply(&[&first, &second]).unwrap();
+        tx.apply(&[&change(&link, Action::Remove)]).unwrap();
         assert_eq!(std::fs::read_to_string(&existing).unwrap(), "new");
         assert!(fresh.exists() && !link.exists());
         tx.restore_all().unwrap();
@@ -507,6 +716,39 @@ mod tests {
             std::fs::read_link(&link).unwrap(),
             PathBuf::from("../sites-available/a.conf")
         );
+    }
+
+    #[test]
+    fn a_failed_batch_leaves_no_temp_files_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, "x").unwrap();
+        let link = dir.path().join("l.conf");
+        let file = dir.path().join("f.conf");
+        let ops = [
+            Op::Link {
+                path: &link,
+                target: Path::new("target"),
+            },
+            Op::Write {
+                path: &file,
+                contents: b"new",
+                mode: 0o644,
+            },
+            // Its parent cannot be created: the batch fails while staging.
+            Op::Write {
+                path: &blocker.join("x.conf"),
+                contents: b"x",
+                mode: 0o644,
+            },
+        ];
+        assert!(commit(&ops, &dir.path().join("ssl")).is_err());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["not-a-dir"], "nothing renamed, no temp litter");
     }
 
     #[test]

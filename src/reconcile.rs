@@ -4,6 +4,7 @@
 //! or writes on its own. One reconcile runs at a time per state directory (an exclusive
 //! `flock` on `<state>/apply.lock`).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -73,8 +74,8 @@ pub fn now() -> i64 {
 /// Runs the pipeline once.
 pub fn reconcile(cfg: &Config, config_path: &Path, req: &Request) -> Result<Report> {
     let _lock = if req.dry_run { None } else { Some(lock(cfg)?) };
-    let model = model::load_scoped(&cfg.paths.srv, req.only.as_ref(), now())?;
-    reconcile_model(&model, cfg, config_path, req)
+    let model = model::load_with_services(cfg, req.only.as_ref(), now())?;
+    run(Cow::Owned(model), cfg, config_path, req)
 }
 
 /// Runs render → plan → apply on an already loaded model (the caller holds the lock, or is
@@ -85,7 +86,45 @@ pub fn reconcile_model(
     config_path: &Path,
     req: &Request,
 ) -> Result<Report> {
-    let tera = render::templates(&cfg.paths.templates)?;
+    run(model.with_services(cfg), cfg, config_path, req)
+}
+
+fn run(
+    mut model: Cow<'_, Model>,
+    cfg: &Config,
+    config_path: &Path,
+    req: &Request,
+) -> Result<Report> {
+    let mut prepare_warnings = Vec::new();
+    if !req.dry_run {
+        // Mail's state directories (Exim and Dovecot read them as their own groups), then
+        // plaintext mailbox passwords hashed in /srv as each owner (unless the domain has
+        // config/mailbox-dont-encrypt-passwords). The model is updated to the hashes now in
+        // /srv, so the render below writes exactly those.
+        if let Err(e) = crate::mail::ensure_dirs(cfg) {
+            tracing::error!("mail: the state directories could not be prepared: {e:#}");
+            prepare_warnings.push(("-".to_string(), format!("mail state directories: {e:#}")));
+        }
+        let plaintext = model.services.as_ref().is_some_and(|s| {
+            s.mail.domains.values().any(|d| {
+                !d.keep_plaintext
+                    && d.mailboxes.iter().any(|m| {
+                        matches!(
+                            m.login,
+                            crate::mail::Login::Enabled(crate::mail::password::Stored::Plain(_))
+                        )
+                    })
+            })
+        });
+        if plaintext
+            && let Some(services) = model.to_mut().services.as_mut()
+            && let Err(e) = crate::mail::encrypt_in(cfg, &mut services.mail)
+        {
+            tracing::error!("mail: plaintext passwords could not be hashed: {e:#}");
+        }
+    }
+    let model: &Model = &model;
+    let tera = render::templates_cached(&cfg.paths.templates)?;
     let desired = render::render(model, cfg, config_path, &tera)?;
     let layout = Layout::new(cfg);
     let keep: BTreeSet<String> = model
@@ -104,6 +143,7 @@ pub fn reconcile_model(
         force: req.force,
         only,
         keep,
+        mail: Some(crate::mail::MailLayout::new(cfg)),
     };
     let plan = plan::plan(&desired, &layout, &opts)?;
     let mut report = Report {
@@ -121,6 +161,7 @@ pub fn reconcile_model(
             .collect(),
         ..Report::default()
     };
+    report.warnings.extend(prepare_warnings);
     for n in &plan.notices {
         tracing::warn!(domain = n.domain.as_deref().unwrap_or("-"), path = %n.path.display(), "{}", n.message);
     }

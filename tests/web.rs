@@ -543,3 +543,139 @@ fn socket2_connect_from(src: &str, port: u16) -> std::net::TcpStream {
         .unwrap();
     s
 }
+
+/// GET over HTTPS to 127.0.0.1:`port` with `sni` as the name, certificate not verified (the
+/// default vhost shows a certificate for another name): (status, body); status 0 when curl
+/// failed.
+fn https_get_insecure(port: u16, sni: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "--max-time",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("--resolve")
+        .arg(format!("{sni}:{port}:127.0.0.1"))
+        .arg(format!("https://{sni}:{port}/"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn unknown_names_get_the_default_vhost_on_a_specific_address_and_on_https() {
+    let sb = sandbox();
+    // A site bound to the address Apache listens on (config/ip): Apache would make it the
+    // default for every unknown name arriving there.
+    sb.add_site("bound.test", OWNER, "bound site").unwrap();
+    put(&sb, "bound.test", "config/ip", "127.0.0.1\n", OWNER);
+    // A site with HTTPS: without a default on the HTTPS port, an unknown name would get it.
+    sb.add_site("tls.test", OTHER, "tls site").unwrap();
+    let (crt, key) = self_signed(sb.root(), &["tls.test", "www.tls.test"], 30);
+    put(&sb, "tls.test", "config/ssl/sets/0/ssl.crt", &crt, OTHER);
+    put(&sb, "tls.test", "config/ssl/sets/0/ssl.key", &key, OTHER);
+    std::os::unix::fs::symlink("sets/0", sb.srv().join("tls.test/config/ssl/current")).unwrap();
+    let out = apply(&sb, &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout(&out),
+        sb.apache_error_log()
+    );
+
+    let r = sb.http_get("bound.test", "/").unwrap();
+    assert_eq!(r.status, 200, "{r:?}\n{}", sb.apache_error_log());
+    assert!(r.body.contains("bound site"));
+    let r = sb.http_get("unknown.test", "/").unwrap();
+    assert_eq!(r.status, 404, "an unknown name got a site: {r:?}");
+    assert!(!r.body.contains("bound site"));
+    // ACME challenges still answer on the address's default.
+    let token = sb.config().paths.state.join("acme-challenge/tok-123");
+    std::fs::write(&token, "tok-123.thumb").unwrap();
+    let r = sb
+        .http_get("unknown.test", "/.well-known/acme-challenge/tok-123")
+        .unwrap();
+    assert_eq!((r.status, r.body.trim()), (200, "tok-123.thumb"), "{r:?}");
+
+    let ca = sb.root().join("ca.pem");
+    std::fs::write(&ca, &crt).unwrap();
+    let (code, body) = https_get(sb.https_port(), "tls.test", "/", &ca);
+    assert_eq!(code, 200, "{}", sb.apache_error_log());
+    assert!(body.contains("tls site"));
+    let (code, body) = https_get_insecure(sb.https_port(), "unknown.test");
+    assert_eq!(code, 404, "an unknown name got a site over HTTPS: {body}");
+    assert!(!body.contains("tls site"));
+
+    // The default is defined once whatever the number of site files that carry it.
+    sb.add_site("tls2.test", OTHER, "tls2 site").unwrap();
+    let (crt2, key2) = self_signed(sb.root(), &["tls2.test"], 30);
+    put(&sb, "tls2.test", "config/ssl.crt", &crt2, OTHER);
+    put(&sb, "tls2.test", "config/ssl.key", &key2, OTHER);
+    let out = apply(&sb, &[]);
+    assert!(out.status.success(), "{}", sb.apache_error_log());
+    let (code, _) = https_get_insecure(sb.https_port(), "unknown.test");
+    assert_eq!(code, 404);
+    let (code, body) = https_get_insecure(sb.https_port(), "tls2.test");
+    assert_eq!((code, body.contains("tls2 site")), (200, true), "{body}");
+}
+
+#[test]
+fn directories_apply_creates_have_explicit_modes_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = sandbox();
+    sb.add_site("tls.test", OWNER, "x").unwrap();
+    let (crt, key) = self_signed(sb.root(), &["tls.test"], 30);
+    put(&sb, "tls.test", "config/ssl.crt", &crt, OWNER);
+    put(&sb, "tls.test", "config/ssl.key", &key, OWNER);
+    let ssl = sb.config().paths.state.join("ssl");
+    let _ = std::fs::remove_dir_all(&ssl);
+    // Apache (www-data) reads ACME challenges from here: it must stay 0755.
+    let acme = sb.config().paths.state.join("acme-challenge");
+    let _ = std::fs::remove_dir_all(&acme);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 077; exec \"$0\" --config \"$1\" apply")
+        .arg(env!("CARGO_BIN_EXE_dirhost"))
+        .arg(sb.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&ssl), 0o700);
+    assert_eq!(mode(&ssl.join("tls.test")), 0o700);
+    let key_copy = ssl.join("tls.test/key.pem");
+    assert_eq!(mode(&key_copy), 0o600);
+    assert_eq!(mode(&acme), 0o755);
+}
+
+#[test]
+fn broken_certificate_sets_without_current_are_reported() {
+    let sb = sandbox();
+    sb.add_site("broken.test", OWNER, "x").unwrap();
+    put(
+        &sb,
+        "broken.test",
+        "config/ssl/sets/0/ssl.crt",
+        "not a certificate\n",
+        OWNER,
+    );
+    put(
+        &sb,
+        "broken.test",
+        "config/ssl/sets/0/ssl.key",
+        "not a key\n",
+        OWNER,
+    );
+    let out = apply(&sb, &[]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("certificate set 0"), "{text}");
+    // The site is still served over HTTP.
+    assert_eq!(sb.http_get("broken.test", "/").unwrap().status, 200);
+}

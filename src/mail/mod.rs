@@ -197,10 +197,18 @@ pub enum Login {
 
 /// Reads the mail files of every domain in `model`.
 pub fn load(srv: &Path, model: &Model, hostname: &str) -> MailModel {
-    let symlinks = srv_symlinks(srv);
     let mut out = MailModel::default();
-    for d in model.domains.values() {
-        match read_domain(srv, d, &symlinks, hostname) {
+    let domains: Vec<&Domain> = model.domains.values().collect();
+    let read = crate::model::par_map(&domains, |d| {
+        // The model's listing of `config/`, when it has one, spares a read per absent file.
+        let known = Known {
+            config: model.config_files(&d.name),
+            symlinks: model.symlink_aliases(&d.name),
+        };
+        read_domain(srv, d, known, hostname)
+    });
+    for (d, result) in domains.into_iter().zip(read) {
+        match result {
             Ok(Some(m)) => {
                 out.domains.insert(d.name.clone(), m);
             }
@@ -214,18 +222,22 @@ pub fn load(srv: &Path, model: &Model, hostname: &str) -> MailModel {
     out
 }
 
-/// ASCII names of the symlinks directly in /srv (alias candidates).
-fn srv_symlinks(srv: &Path) -> BTreeSet<String> {
-    let Ok(Some(names)) = safefs::list_dir(srv, Path::new("")) else {
-        return BTreeSet::new();
-    };
-    names
-        .into_iter()
-        .filter_map(|n| n.into_string().ok())
-        .filter(
-            |n| matches!(safefs::stat(srv, Path::new(n)), Ok(Some(s)) if s.kind == Kind::Symlink),
-        )
-        .filter_map(|n| crate::model::validate::domain_name(&n).ok())
+/// The domain's aliases that are symlinks in /srv (`www.` forms are not, unless someone made
+/// them so): one `lstat` per alias of this domain, so a scoped load costs the same whatever
+/// the size of /srv.
+fn symlinked_aliases(srv: &Path, d: &Domain) -> Vec<String> {
+    let is_link = |name: &str| matches!(safefs::stat(srv, Path::new(name)), Ok(Some(s)) if s.kind == Kind::Symlink);
+    d.aliases
+        .iter()
+        .filter(|a| {
+            is_link(a)
+                || (a.contains("xn--") && {
+                    // An internationalised alias is a symlink under its Unicode name.
+                    let (unicode, res) = idna::domain_to_unicode(a);
+                    res.is_ok() && unicode != **a && is_link(&unicode)
+                })
+        })
+        .cloned()
         .collect()
 }
 
@@ -238,15 +250,45 @@ fn read_flag(srv: &Path, rel: &Path, owner: Owner) -> Result<Flag, String> {
     Flag::parse(bytes.as_deref()).map_err(|e| format!("{}: {e}", rel.display()))
 }
 
+/// What the model already knows about a domain's files (`None`: unknown, look).
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    /// Names in `config/`.
+    config: Option<&'a BTreeSet<String>>,
+    /// Aliases that are symlinks in /srv.
+    symlinks: Option<&'a [String]>,
+}
+
 fn read_domain(
     srv: &Path,
     d: &Domain,
-    symlinks: &BTreeSet<String>,
+    known: Known<'_>,
     hostname: &str,
 ) -> Result<Option<MailDomain>, String> {
+    let config = known.config;
     let owner = d.owner();
     let base = PathBuf::from(&d.dir_name);
     let rel = |p: &str| base.join(p);
+    let absent = |p: &str| {
+        p.strip_prefix("config/")
+            .is_some_and(|name| config.is_some_and(|c| !c.contains(name)))
+    };
+    let read_value = |srv: &Path, p: &Path, owner: Owner| match p.to_str() {
+        Some(r)
+            if absent(
+                r.strip_prefix(&d.dir_name)
+                    .unwrap_or(r)
+                    .trim_start_matches('/'),
+            ) =>
+        {
+            Ok(None)
+        }
+        _ => read_value(srv, p, owner),
+    };
+    let read_flag = |srv: &Path, p: &Path, owner: Owner| -> Result<Flag, String> {
+        let bytes = read_value(srv, p, owner)?;
+        Flag::parse(bytes.as_deref()).map_err(|e| format!("{}: {e}", p.display()))
+    };
     let mailboxes_dir = match safefs::stat(srv, &rel("mailboxes")) {
         Ok(Some(s)) if s.kind == Kind::Dir => true,
         Ok(Some(s)) if s.kind == Kind::Symlink => {
@@ -359,12 +401,15 @@ fn read_domain(
     for w in &warnings {
         tracing::warn!(domain = %d.name, "mail: {w}");
     }
-    let alias_domains = d
-        .aliases
-        .iter()
-        .filter(|a| symlinks.contains(*a))
-        .cloned()
-        .collect();
+    let alias_domains = match known.symlinks {
+        Some(links) => d
+            .aliases
+            .iter()
+            .filter(|a| links.contains(*a))
+            .cloned()
+            .collect(),
+        None => symlinked_aliases(srv, d),
+    };
     Ok(Some(MailDomain {
         name: d.name.clone(),
         dir: d.dir.clone(),
@@ -469,25 +514,43 @@ pub fn ensure_dirs(cfg: &Config) -> Result<()> {
         let gid = match nix::unistd::Group::from_name(group) {
             Ok(Some(g)) => g.gid,
             _ => {
-                tracing::warn!(
-                    "group {group} does not exist (is the mail server installed?): {} stays root-only",
-                    dir.display()
-                );
+                // Every reconcile runs this: say it once per process, not once per batch.
+                static SAID: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        "group {group} does not exist (is the mail server installed?): {} stays root-only",
+                        dir.display()
+                    );
+                }
                 mkdir(dir, 0o700)?;
                 continue;
             }
         };
-        mkdir(dir, 0o750)?;
-        // Exim looks into these before any domain has mail: they must exist.
-        for sub in [
+        let subs: Vec<&PathBuf> = [
             &layout.domains_dir,
             &layout.tls_dir,
             &layout.dkim_dir,
             &layout.passwd_dir,
-        ] {
-            if sub.starts_with(dir) {
-                mkdir(sub, 0o750)?;
-            }
+        ]
+        .into_iter()
+        .filter(|sub| sub.starts_with(dir))
+        .collect();
+        // Already right (what every reconcile but the first finds): nothing to walk. Files
+        // that apply writes below inherit the group (setgid) and carry their own mode.
+        let right = |p: &Path| {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            std::fs::symlink_metadata(p).is_ok_and(|m| {
+                m.is_dir() && m.gid() == gid.as_raw() && m.permissions().mode() & 0o7777 == 0o2750
+            })
+        };
+        if right(dir) && subs.iter().all(|s| right(s)) {
+            continue;
+        }
+        mkdir(dir, 0o750)?;
+        // Exim looks into these before any domain has mail: they must exist.
+        for sub in subs {
+            mkdir(sub, 0o750)?;
         }
         fix_tree(dir, gid)?;
     }
@@ -534,39 +597,70 @@ fn fix_tree(dir: &Path, gid: nix::unistd::Gid) -> Result<()> {
 /// `config/mailbox-dont-encrypt-passwords`. The hash already in Dovecot's passwd-file is
 /// reused when it matches, so the login does not change. Returns how many were replaced.
 pub fn encrypt_passwords(cfg: &Config, model: &Model) -> Result<usize> {
-    let mail = load(&cfg.paths.srv, model, &cfg.mail.hostname(cfg));
+    let mut mail = match &model.services {
+        Some(s) => s.mail.clone(),
+        None => load(&cfg.paths.srv, model, &cfg.mail.hostname(cfg)),
+    };
+    encrypt_in(cfg, &mut mail)
+}
+
+/// [`encrypt_passwords`] on an already loaded [`MailModel`], which is updated to match: each
+/// replaced password becomes the hash now in /srv, so the render that follows writes that
+/// same hash into Dovecot's passwd-file. A mailbox whose file cannot be replaced keeps its
+/// plaintext login (it is reported and retried next time); other mailboxes go on.
+pub fn encrypt_in(cfg: &Config, mail: &mut MailModel) -> Result<usize> {
     let layout = MailLayout::new(cfg);
     let mut done = 0;
-    for d in mail.domains.values().filter(|d| !d.keep_plaintext) {
+    for d in mail.domains.values_mut().filter(|d| !d.keep_plaintext) {
+        if !d
+            .mailboxes
+            .iter()
+            .any(|m| matches!(m.login, Login::Enabled(Stored::Plain(_))))
+        {
+            continue;
+        }
         let previous = previous_hashes(&layout, &d.name);
-        for m in &d.mailboxes {
+        let dir_rel = d.dir_name_rel();
+        let (name, owner) = (d.name.clone(), d.owner());
+        for m in &mut d.mailboxes {
             let Login::Enabled(Stored::Plain(secret)) = &m.login else {
                 continue;
             };
-            let user = format!("{}@{}", m.local, d.name);
+            let user = format!("{}@{}", m.local, name);
             let hash = match previous.get(&user) {
                 Some(h) if password::verify_sha512(secret, h) => h.clone(),
                 _ => password::sha512_crypt(secret)?,
             };
-            let rel = Path::new(&d.dir_name_rel())
+            let rel = Path::new(&dir_rel)
                 .join("mailboxes")
                 .join(&m.local)
                 .join("password");
             // Re-read just before replacing: only the password we hashed is replaced.
-            let now = safefs::read(&cfg.paths.srv, &rel, d.owner(), password::MAX_PASSWORD_FILE)
-                .with_context(|| format!("{user}: failed to re-read the password file"))?;
+            let now = match safefs::read(&cfg.paths.srv, &rel, owner, password::MAX_PASSWORD_FILE) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(domain = %name, mailbox = %m.local, "failed to re-read the password file: {e}");
+                    continue;
+                }
+            };
             if now.as_deref().map(password::parse) != Some(Ok(Stored::Plain(secret.clone()))) {
                 continue;
             }
-            safefs::write_atomic(
+            if let Err(e) = safefs::write_atomic(
                 &cfg.paths.srv,
                 &rel,
                 format!("{{CRYPT}}{hash}\n").as_bytes(),
-                d.owner(),
+                owner,
                 0o600,
-            )
-            .with_context(|| format!("{user}: failed to write the hashed password"))?;
-            tracing::info!(domain = %d.name, mailbox = %m.local, "plaintext password replaced by a SHA-512-crypt hash");
+            ) {
+                tracing::warn!(domain = %name, mailbox = %m.local, "failed to write the hashed password (the plaintext one still works): {e}");
+                continue;
+            }
+            tracing::info!(domain = %name, mailbox = %m.local, "plaintext password replaced by a SHA-512-crypt hash");
+            m.login = Login::Enabled(Stored::Hash {
+                scheme: password::Scheme::Sha512Crypt,
+                hash,
+            });
             done += 1;
         }
     }

@@ -110,12 +110,26 @@ impl State {
 /// (symlink, FIFO, too large). The caller leaves the domain's previous configuration in
 /// place rather than guess.
 pub fn read(cfg: &Config, srv: &Path, d: &Domain) -> Result<State, String> {
+    read_known(cfg, srv, d, None)
+}
+
+/// [`read`], given the names in the domain's `config/` when the caller listed it already
+/// (the model did): a file that is not there is not read.
+pub fn read_known(
+    cfg: &Config,
+    srv: &Path,
+    d: &Domain,
+    config: Option<&std::collections::BTreeSet<String>>,
+) -> Result<State, String> {
     if !cfg.php.enabled {
         return Ok(State::Off {
             reason: "dirhost manages no PHP on this server ([php] enabled = false)".into(),
         });
     }
     let file = |name: &str| {
+        if config.is_some_and(|c| !c.contains(name)) {
+            return Ok(None);
+        }
         let rel = PathBuf::from(&d.dir_name).join("config").join(name);
         safefs::read(srv, &rel, d.owner(), safefs::MAX_VALUE_FILE)
             .map_err(|e| format!("config/{name}: {e}"))
@@ -185,22 +199,43 @@ pub fn ensure_dirs(srv: &Path, d: &Domain) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates PHP's private directories for every served domain whose PHP is on. Run before a
+/// Creates PHP's private directories for every served domain whose PHP is on (as the model's
+/// [`crate::model::Services`] say, when loaded). Run before a
 /// (non dry-run) apply; returns `(domain, warning)` for the domains where that failed (their
 /// sites still work, but sessions and uploads will not until it is fixed).
 pub fn prepare(cfg: &Config, model: &Model) -> Vec<(String, String)> {
-    let mut warnings = Vec::new();
-    for d in model.domains.values().filter(|d| d.web) {
-        if !matches!(read(cfg, &cfg.paths.srv, d), Ok(State::On { .. })) {
-            continue;
+    let srv = &cfg.paths.srv;
+    let web: Vec<&Domain> = model.domains.values().filter(|d| d.web).collect();
+    crate::model::par_map(&web, |d| {
+        // The switches read in the model phase; read them here only for a model without.
+        let on = match model.services.as_ref().and_then(|s| s.php.get(&d.name)) {
+            Some(state) => matches!(state, Ok(State::On { .. })),
+            None => matches!(read(cfg, srv, d), Ok(State::On { .. })),
+        };
+        if !on {
+            return None;
         }
-        if let Err(e) = ensure_dirs(&cfg.paths.srv, d) {
-            let w = format!("PHP's private directory could not be created: {e}");
-            tracing::warn!(domain = %d.name, "{w}");
-            warnings.push((d.name.clone(), w));
+        // Both already there (every apply but the first): one listing of `php/`, no owner
+        // switch. Only a hint to skip work: whatever else is there is the owner's business,
+        // and a missing entry goes through `ensure_dirs`, which never follows a link.
+        let listed = safefs::list_dir(srv, &PathBuf::from(&d.dir_name).join(PHP_DIR));
+        if let Ok(Some(names)) = listed {
+            let has = |rel: &str| {
+                let name = rel.rsplit('/').next().unwrap_or(rel);
+                names.iter().any(|n| n == name)
+            };
+            if has(TMP_DIR) && has(SESSION_DIR) {
+                return None;
+            }
         }
-    }
-    warnings
+        let e = ensure_dirs(srv, d).err()?;
+        let w = format!("PHP's private directory could not be created: {e}");
+        tracing::warn!(domain = %d.name, "{w}");
+        Some((d.name.clone(), w))
+    })
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// A domain's PHP for `dirhost web list --json`.

@@ -11,8 +11,8 @@
 //! * `<state>/mail/dovecot/passwd/<name>`: the passwd-file (hashes only).
 //! * `<dovecot>/dirhost.d/<domain>.conf`: TLS by SNI for Dovecot.
 //!
-//! Mailbox facts come from [`crate::mail::load`] (safefs, as the owner). Two inputs besides
-//! the model: dirhost's own previous output in the state directory, read so that a DKIM key
+//! Mailbox facts come from the model ([`crate::model::Services::mail`], read by
+//! [`crate::mail::load`] in the model phase). Two inputs besides the model: dirhost's own previous output in the state directory, read so that a DKIM key
 //! and the hash of a plaintext password stay the same from one render to the next; and a
 //! new DKIM key from `openssl` when a domain switches DKIM on and has none yet.
 
@@ -25,12 +25,18 @@ use super::{Desired, DesiredFile, FileKind, Service, safe_path};
 use crate::checksum;
 use crate::config::Config;
 use crate::mail::password::{self, Stored};
-use crate::mail::{self, Login, MailDomain, MailLayout};
+use crate::mail::{self, Login, MailDomain, MailLayout, MailModel};
 use crate::model::{Domain, Model};
 
 /// Adds the mail files for `model` to `out`. Domains whose mail files cannot be read or
 /// rendered go to `out.failed` (their previous files stay).
-pub fn render(model: &Model, cfg: &Config, tera: &tera::Tera, out: &mut Desired) -> Result<()> {
+pub fn render(
+    model: &Model,
+    mail: &MailModel,
+    cfg: &Config,
+    tera: &tera::Tera,
+    out: &mut Desired,
+) -> Result<()> {
     let layout = MailLayout::new(cfg);
     for (what, p) in [
         ("[mail] certificate", cfg.mail.certificate.as_path()),
@@ -111,7 +117,6 @@ pub fn render(model: &Model, cfg: &Config, tera: &tera::Tera, out: &mut Desired)
         });
     }
 
-    let mail = mail::load(&cfg.paths.srv, model, &view.hostname);
     for (name, why) in &mail.failed {
         out.failed.insert(name.clone(), why.clone());
     }
