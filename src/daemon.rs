@@ -684,6 +684,9 @@ impl Daemon {
     /// full resync either way.
     fn reload_config(&mut self) {
         let explicit = self.config_path != Path::new(config::DEFAULT_CONFIG_PATH);
+        // Templates are compiled again too (an admin may have changed a built-in override's
+        // directory, which the cache's change check does not see).
+        crate::render::clear_template_cache();
         match Config::load(&self.config_path, explicit) {
             Ok(new) => {
                 if new.paths.srv != self.cfg.paths.srv
