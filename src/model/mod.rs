@@ -55,6 +55,12 @@ pub struct Services {
     pub php: BTreeMap<String, Result<crate::php::State, String>>,
     /// Every domain's mailboxes and mail settings.
     pub mail: crate::mail::MailModel,
+    /// Each served domain's webmail switch (`mailboxes/`, `config/webmail`), or why it was
+    /// refused. Empty when `[webmail]` is off.
+    pub webmail: BTreeMap<String, Result<bool, String>>,
+    /// Each served domain's statistics switch and credentials (`config/stats`,
+    /// `config/stats-password`).
+    pub stats: BTreeMap<String, crate::stats::State>,
 }
 
 /// A /srv entry that dirhost refused.
@@ -316,15 +322,31 @@ impl Model {
     /// owner) into [`Model::services`]. Problems are per domain, recorded there.
     pub fn load_services(&mut self, cfg: &crate::config::Config) {
         let web: Vec<&Domain> = self.domains.values().filter(|d| d.web).collect();
-        let php = par_map(&web, |d| {
+        let webmail_on = crate::webmail::enabled(cfg);
+        let host = cfg.hostname();
+        let per_domain = par_map(&web, |d| {
             let config = self.config_files(&d.name);
-            let state = crate::php::read_known(cfg, &cfg.paths.srv, d, config);
-            (d.name.clone(), state)
-        })
-        .into_iter()
-        .collect();
+            let php = crate::php::read_known(cfg, &cfg.paths.srv, d, config);
+            let webmail = webmail_on
+                .then(|| crate::webmail::wanted(&cfg.paths.srv, d, d.name == host));
+            let stats = crate::stats::read(&cfg.paths.srv, d);
+            (d.name.clone(), php, webmail, stats)
+        });
+        let (mut php, mut webmail, mut stats) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        for (name, p, w, s) in per_domain {
+            if let Some(w) = w {
+                webmail.insert(name.clone(), w);
+            }
+            stats.insert(name.clone(), s);
+            php.insert(name, p);
+        }
         let mail = crate::mail::load(&cfg.paths.srv, self, &cfg.mail.hostname(cfg));
-        self.services = Some(Services { php, mail });
+        self.services = Some(Services {
+            php,
+            mail,
+            webmail,
+            stats,
+        });
     }
 
     /// The model with [`Model::services`] loaded: itself when they are, else a copy that

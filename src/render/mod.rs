@@ -349,8 +349,14 @@ pub fn render(
         state.map_err(anyhow::Error::msg).and_then(|state| {
             let view = php::ApacheView::new(cfg, d, &state)?;
             let pool = php::render_pool(d, &state, cfg, tera)?;
-            let webmail = crate::webmail::site_view(cfg, d)?;
-            let (mut files, link) = render_site(d, cfg, &layout, tera, view, webmail)?;
+            let wanted = services.webmail.get(&d.name).cloned().unwrap_or(Ok(false));
+            let webmail = crate::webmail::site_view(cfg, d, wanted)?;
+            let stats = services.stats.get(&d.name).map_or_else(
+                crate::stats::ApacheView::default,
+                |s| crate::stats::apache_view(cfg, d, s),
+            );
+            let (mut files, link) =
+                render_site(d, cfg, &layout, tera, view, webmail, stats)?;
             files.extend(pool);
             Ok((files, link))
         })
@@ -447,6 +453,7 @@ fn render_site(
     tera: &tera::Tera,
     php: php::ApacheView,
     webmail: Option<crate::webmail::ApacheView>,
+    stats: crate::stats::ApacheView,
 ) -> Result<(Vec<DesiredFile>, DesiredLink)> {
     safe_path(&d.dir).context("the domain's directory name cannot be used in a config")?;
     let mut files = Vec::new();
@@ -502,7 +509,7 @@ fn render_site(
         ssl,
         php,
         webmail,
-        stats: crate::stats::apache_view(cfg, d),
+        stats,
     };
     let text = tera
         .render(

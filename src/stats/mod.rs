@@ -261,8 +261,8 @@ pub struct ApacheView {
 }
 
 /// The Apache view of `d`'s statistics (disabled when anything is not right).
-pub fn apache_view(cfg: &Config, d: &Domain) -> ApacheView {
-    if !read(&cfg.paths.srv, d).is_on() {
+pub fn apache_view(cfg: &Config, d: &Domain, state: &State) -> ApacheView {
+    if !state.is_on() {
         return ApacheView::default();
     }
     let layout = Layout::new(cfg);

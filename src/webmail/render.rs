@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{WebmailLayout, enabled, identity, wanted};
+use super::{WebmailLayout, enabled, identity};
 use crate::checksum;
 use crate::config::Config;
 use crate::model::Domain;
@@ -45,12 +45,16 @@ pub struct ApacheView {
 /// name (`[web] hostname`, when it is a served domain) gets webmail without mailboxes of its
 /// own, for every domain's users. `Err` for a bad `config/webmail`: the domain is then left
 /// as it was.
-pub fn site_view(cfg: &Config, d: &Domain) -> Result<Option<ApacheView>> {
+pub fn site_view(
+    cfg: &Config,
+    d: &Domain,
+    wanted: Result<bool, String>,
+) -> Result<Option<ApacheView>> {
     if !enabled(cfg) {
         return Ok(None);
     }
     let host = d.name == cfg.hostname();
-    if !wanted(&cfg.paths.srv, d, host).map_err(anyhow::Error::msg)? {
+    if !wanted.map_err(anyhow::Error::msg)? {
         return Ok(None);
     }
     // Unusable webmail (say its user is missing) is reported once by `render`; the sites
