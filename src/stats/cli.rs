@@ -3,7 +3,7 @@
 //! (through `safefs`), then reconciled like any other change to /srv.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -172,6 +172,9 @@ fn set_password(cfg: &Config, d: &Domain, user: &str, password: &str) -> Result<
     write_owner_file(cfg, d, PASSWORD_FILE, text.as_bytes(), 0o600)
 }
 
+/// The most of stdin read for a password (more than any password dirhost accepts).
+const MAX_STDIN_LINE: u64 = 4096;
+
 /// The password: typed twice without echo on a terminal, else the first line of stdin.
 fn read_password(user: &str) -> Result<String> {
     let stdin = std::io::stdin();
@@ -183,12 +186,17 @@ fn read_password(user: &str) -> Result<String> {
         }
         a
     } else {
-        let mut line = String::new();
+        // Bounded: stdin may be endless (`< /dev/zero`) or hold no newline at all.
+        let mut line = Vec::new();
         stdin
             .lock()
-            .read_line(&mut line)
+            .take(MAX_STDIN_LINE)
+            .read_until(b'\n', &mut line)
             .context("reading the password from stdin")?;
-        line.trim_end_matches(['\n', '\r']).to_string()
+        String::from_utf8(line)
+            .map_err(|_| anyhow::anyhow!("the password is not valid UTF-8"))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string()
     };
     credentials::check_plain(&pw).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(pw)

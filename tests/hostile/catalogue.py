@@ -3,7 +3,7 @@
 Markdown tables of SECURITY.md. Usage:
 
     rm -f /tmp/cat.tsv
-    for t in hostile_web hostile_mail hostile_daemon hostile_cli; do
+    for t in hostile_web hostile_mail hostile_daemon hostile_cli hostile_stats; do
         DIRHOST_HOSTILE_CATALOGUE=/tmp/cat.tsv cargo test --test $t
     done
     python3 tests/hostile/catalogue.py /tmp/cat.tsv > /tmp/tables.md
@@ -26,6 +26,7 @@ SECTIONS = [
     ("R", "Races: symlinks swapped between check and use"),
     ("X", "Command line and DNS export"),
     ("S", "Secrets: never in logs; keys and hashes with tight modes"),
+    ("ST", "Stats: `config/stats`, `config/stats-password`, logs fed to GoAccess, its database, `dirhost stats`"),
 ]
 
 rows = {}
