@@ -327,8 +327,8 @@ impl Model {
         let per_domain = par_map(&web, |d| {
             let config = self.config_files(&d.name);
             let php = crate::php::read_known(cfg, &cfg.paths.srv, d, config);
-            let webmail = webmail_on
-                .then(|| crate::webmail::wanted(&cfg.paths.srv, d, d.name == host));
+            let webmail =
+                webmail_on.then(|| crate::webmail::wanted(&cfg.paths.srv, d, d.name == host));
             let stats = crate::stats::read(&cfg.paths.srv, d);
             (d.name.clone(), php, webmail, stats)
         });

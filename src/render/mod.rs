@@ -351,12 +351,13 @@ pub fn render(
             let pool = php::render_pool(d, &state, cfg, tera)?;
             let wanted = services.webmail.get(&d.name).cloned().unwrap_or(Ok(false));
             let webmail = crate::webmail::site_view(cfg, d, wanted)?;
-            let stats = services.stats.get(&d.name).map_or_else(
-                crate::stats::ApacheView::default,
-                |s| crate::stats::apache_view(cfg, d, s),
-            );
-            let (mut files, link) =
-                render_site(d, cfg, &layout, tera, view, webmail, stats)?;
+            let stats = services
+                .stats
+                .get(&d.name)
+                .map_or_else(crate::stats::ApacheView::default, |s| {
+                    crate::stats::apache_view(cfg, d, s)
+                });
+            let (mut files, link) = render_site(d, cfg, &layout, tera, view, webmail, stats)?;
             files.extend(pool);
             Ok((files, link))
         })
