@@ -376,14 +376,13 @@ fn is_no_such_domain(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Whether dirhost has a generated vhost for `name` (a domain that may have just left /srv).
+/// Whether dirhost has generated configuration for `name` (a domain or mail alias that may
+/// have just left /srv): its vhost or its mail settings.
 fn was_generated(cfg: &Config, name: &str) -> bool {
     crate::site::parse_name(name).is_ok_and(|ascii| {
-        cfg.paths
-            .apache
-            .join("sites-available")
-            .join(format!("{ascii}.conf"))
-            .exists()
+        let site = cfg.paths.apache.join("sites-available");
+        let mail = crate::mail::MailLayout::new(cfg).domains_dir;
+        site.join(format!("{ascii}.conf")).exists() || mail.join(&ascii).exists()
     })
 }
 
