@@ -246,6 +246,36 @@ fn make_log(n: usize, m: usize, day: u32) -> (String, Vec<String>) {
     (text, ips)
 }
 
+/// Apache's log time (`26/Nov/2026:10:00:00 +0000`) for now plus `ahead` seconds.
+fn apache_time(ahead: u64) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + ahead;
+    let (days, secs) = ((t / 86400) as i64, t % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let names = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        names[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 /// `var json_data={...}` from a GoAccess report page.
 fn report_json(html: &str) -> serde_json::Value {
     let start = html
@@ -491,6 +521,55 @@ fn report_numbers_match_a_known_log_incrementally_without_full_addresses() {
     for ip in &ips {
         assert!(!summary.contains(ip.as_str()));
     }
+
+    // Only whole lines are fed: a line the writer is still appending waits for its end.
+    // (The requests above are in ssl_access.log too: one run takes them in first.)
+    let logs = sb.srv().join("count.test/public/logs");
+    let requests = || -> u64 {
+        let out = dirhost(&sb, &["stats", "generate", "count.test"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        text.split("count.test: ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {text:?}"))
+    };
+    let before = requests();
+    let (line, _) = make_log(1, 1, 22);
+    let (head, tail) = line.split_at(line.len() / 2);
+    let append = |text: &str| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(logs.join("access.log"))
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap()
+    };
+    append(head);
+    assert_eq!(requests(), before, "half a line is not a request yet");
+    append(tail);
+    assert_eq!(requests(), before + 1, "the completed line counts once");
+
+    // Rotation: access.log becomes access.log.1 (read on from where it was, not again) and
+    // a new access.log starts. GoAccess itself skips piped lines older than the newest it
+    // has seen, and the requests above were logged with the real clock: these are newer.
+    std::fs::rename(logs.join("access.log"), logs.join("access.log.1")).unwrap();
+    let fresh: String = (0..5)
+        .map(|i| {
+            format!(
+                "198.51.9.{i} - - [{}] \"GET /new{i}.html HTTP/1.1\" 200 10 \"-\" \"Mozilla/5.0\"\n",
+                apache_time(3600 + i)
+            )
+        })
+        .collect();
+    put(&sb, "count.test", "public/logs/access.log", &fresh, OWNER);
+    assert_eq!(requests(), before + 6);
+    assert_eq!(
+        requests(),
+        before + 6,
+        "a run with nothing new adds nothing"
+    );
 }
 
 #[test]

@@ -28,10 +28,18 @@ pub struct Job<'a> {
     pub domain: &'a str,
     /// The generator runs as this user and group, never as root.
     pub owner: Owner,
-    /// The logs, opened by dirhost, oldest first; fed to the generator in this order.
-    pub logs: Vec<std::fs::File>,
+    /// The logs, opened by dirhost, oldest first, each with the byte range to feed (the
+    /// lines appended since the last run); fed to the generator in this order.
+    pub logs: Vec<LogSlice>,
     /// The generator's own database (owned by `owner`): what makes runs incremental.
     pub db_dir: &'a Path,
+}
+
+/// A part of one log file: `len` bytes from `start`.
+pub struct LogSlice {
+    pub file: std::fs::File,
+    pub start: u64,
+    pub len: u64,
 }
 
 /// What a run produced.
@@ -98,7 +106,7 @@ impl GoAccess {
     }
 
     /// Runs GoAccess as the owner with `args`, feeding `logs` on stdin; returns stdout.
-    fn run(&self, job: &Job<'_>, args: &[String], logs: Vec<std::fs::File>) -> Result<Vec<u8>> {
+    fn run(&self, job: &Job<'_>, args: &[String], logs: Vec<LogSlice>) -> Result<Vec<u8>> {
         if !self.bin.is_file() {
             bail!(
                 "{} is not installed (apt install goaccess, or set [stats] goaccess)",
@@ -135,9 +143,12 @@ impl GoAccess {
         let pid = child.id();
         let mut stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
         let feeder = std::thread::spawn(move || {
-            for mut f in logs {
+            for l in logs {
+                let mut f = l.file;
                 // A generator that stops reading (broken pipe) ends the feeding.
-                if std::io::copy(&mut f, &mut stdin).is_err() {
+                let fed = std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(l.start))
+                    .and_then(|_| std::io::copy(&mut (&mut f).take(l.len), &mut stdin));
+                if fed.is_err() {
                     break;
                 }
             }
@@ -210,7 +221,13 @@ impl Generator for GoAccess {
         let logs = job
             .logs
             .iter()
-            .map(|f| f.try_clone())
+            .map(|l| {
+                Ok(LogSlice {
+                    file: l.file.try_clone()?,
+                    start: l.start,
+                    len: l.len,
+                })
+            })
             .collect::<std::io::Result<Vec<_>>>()
             .context("duplicating log file handles")?;
         let html = self.run(job, &args, logs)?;

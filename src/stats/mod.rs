@@ -29,6 +29,7 @@
 pub mod cli;
 pub mod credentials;
 pub mod goaccess;
+pub mod resume;
 pub mod schedule;
 
 use std::collections::BTreeSet;
@@ -147,6 +148,10 @@ impl Layout {
     }
     pub fn report(&self, domain: &str) -> PathBuf {
         self.report_dir(domain).join("index.html")
+    }
+    /// Where the last run stopped reading each log (see [`resume`]).
+    pub fn offsets(&self, domain: &str) -> PathBuf {
+        self.domain_dir(domain).join("log-offsets.json")
     }
     pub fn summary(&self, domain: &str) -> PathBuf {
         self.domain_dir(domain).join("summary.json")
@@ -689,6 +694,12 @@ fn db_dir(layout: &Layout, d: &Domain) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Whether the generator's database holds anything (after it was removed or remade, the
+/// offsets of the old one no longer apply).
+fn db_has_data(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
 fn remove_domain_db(dir: &Path) -> Result<()> {
     let m = std::fs::symlink_metadata(dir)?;
     if m.is_dir() {
@@ -705,8 +716,27 @@ fn generate_one(
     d: &Domain,
     generator: &dyn Generator,
 ) -> Result<Summary> {
-    let logs = open_logs(&cfg.paths.srv, d)?;
+    let files = open_logs(&cfg.paths.srv, d)?;
     let db = db_dir(layout, d)?;
+    // Only what was appended since the last run (a fresh database starts from scratch).
+    let previous: resume::Offsets = match std::fs::read(layout.offsets(&d.name)) {
+        Ok(text) if db_has_data(&db) => serde_json::from_slice(&text).unwrap_or_default(),
+        _ => resume::Offsets::default(),
+    };
+    let mut next = resume::Offsets::default();
+    let mut logs = Vec::new();
+    for file in files {
+        let meta = file.metadata().context("stat of an open log file")?;
+        let key = resume::key(&meta);
+        let start = resume::start_at(previous.files.get(&key).copied(), meta.len());
+        let end = resume::complete_end(&file, start, meta.len());
+        next.files.insert(key, end);
+        logs.push(goaccess::LogSlice {
+            file,
+            start,
+            len: end - start,
+        });
+    }
     let job = Job {
         domain: &d.name,
         owner: Owner {
@@ -723,6 +753,13 @@ fn generate_one(
     write_root_file(&layout.report(&d.name), &out.html, gid, 0o640)?;
     let summary = serde_json::to_vec_pretty(&out.summary)?;
     write_root_file(&layout.summary(&d.name), &summary, gid, 0o640)?;
+    // Recorded only after a successful run: a failed one is fed again next time.
+    write_root_file(
+        &layout.offsets(&d.name),
+        &serde_json::to_vec(&next)?,
+        0,
+        0o600,
+    )?;
     Ok(out.summary)
 }
 
