@@ -404,7 +404,7 @@ fn ensure_roots(cfg: &Config, layout: &Layout) -> Result<()> {
 
 /// Writes `contents` to `path` atomically, root-owned with group `gid` and `mode`.
 /// Unchanged contents are not rewritten.
-fn write_root_file(path: &Path, contents: &[u8], gid: u32, mode: u32) -> Result<()> {
+pub(super) fn write_root_file(path: &Path, contents: &[u8], gid: u32, mode: u32) -> Result<()> {
     if let Ok(m) = std::fs::symlink_metadata(path)
         && m.is_file()
         && m.uid() == 0

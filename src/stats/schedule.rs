@@ -1,6 +1,8 @@
-//! The daily run: every domain's report once a day, at a time of day picked at random
-//! when the daemon starts (so a fleet of servers does not run at the same minute), plus
-//! one pass shortly after start for domains that have no report yet.
+//! The daily run: every domain's report once a day, at a time of day picked at random once
+//! per server (so a fleet of servers does not run at the same minute) and kept in
+//! `<state>/stats/daily-time`, so a restart neither skips nor doubles a day. One pass
+//! shortly after start makes the reports that are missing, or all of them when the last
+//! daily run (`<state>/stats/last-daily-run`) missed its time while the daemon was down.
 //!
 //! A thread that sleeps in one blocking wait until its next run: no polling.
 
@@ -23,7 +25,7 @@ pub struct Scheduler {
 pub fn start(cfg: &Config) -> Scheduler {
     let (tx, rx) = mpsc::channel::<()>();
     let cfg = cfg.clone();
-    let offset = random_below(DAY);
+    let offset = daily_offset(&cfg);
     tracing::info!(
         "statistics: daily run at {:02}:{:02} UTC",
         offset / 3600,
@@ -49,11 +51,15 @@ pub fn start(cfg: &Config) -> Scheduler {
                 }
                 if first {
                     first = false;
-                    missing_reports(&cfg);
-                    continue;
+                    if !missed(now_secs(), last_run(&cfg), offset) {
+                        missing_reports(&cfg);
+                        continue;
+                    }
+                    tracing::info!("statistics: the last daily run was missed; running now");
                 }
                 match super::generate(&cfg, None) {
                     Ok(results) => {
+                        record_run(&cfg, now_secs());
                         let failed = results.iter().filter(|r| r.error.is_some()).count();
                         tracing::info!(
                             "statistics: daily run: {} report(s), {failed} failed",
@@ -88,6 +94,57 @@ fn missing_reports(cfg: &Config) {
     {
         tracing::error!("statistics: {e:#}");
     }
+}
+
+fn state_file(cfg: &Config, name: &str) -> std::path::PathBuf {
+    super::Layout::new(cfg).root.join(name)
+}
+
+/// This server's time of day for the daily run: chosen at random once, then kept.
+fn daily_offset(cfg: &Config) -> u64 {
+    let path = state_file(cfg, "daily-time");
+    if let Some(v) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .filter(|v| *v < DAY)
+    {
+        return v;
+    }
+    let v = random_below(DAY);
+    if let Err(e) = super::write_root_file(&path, format!("{v}\n").as_bytes(), 0, 0o644) {
+        tracing::warn!(
+            "statistics: could not keep the daily time in {}: {e:#}",
+            path.display()
+        );
+    }
+    v
+}
+
+fn last_run(cfg: &Config) -> Option<u64> {
+    std::fs::read_to_string(state_file(cfg, "last-daily-run"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+}
+
+fn record_run(cfg: &Config, now: u64) {
+    let path = state_file(cfg, "last-daily-run");
+    if let Err(e) = super::write_root_file(&path, format!("{now}\n").as_bytes(), 0, 0o644) {
+        tracing::warn!(
+            "statistics: could not record the daily run in {}: {e:#}",
+            path.display()
+        );
+    }
+}
+
+/// Whether the daily run due most recently before `now` (at `offset` seconds after
+/// midnight UTC) did not happen: the last run was before it. Never run at all is not
+/// "missed" (new servers only make the missing reports).
+pub fn missed(now: u64, last: Option<u64>, offset: u64) -> bool {
+    let Some(last) = last else { return false };
+    // The most recent scheduled time at or before now (until_next is a full day when the
+    // time is exactly now).
+    let due = now.saturating_sub(DAY - until_next(now, offset));
+    last < due
 }
 
 /// Seconds from `now` (unix) to the next time of day `offset` (seconds after midnight UTC);
@@ -133,5 +190,23 @@ mod tests {
             }
         }
         assert!(random_below(DAY) < DAY);
+    }
+
+    #[test]
+    fn a_run_is_missed_only_when_its_time_passed_since_the_last() {
+        let midnight = 20_000 * DAY;
+        let at3 = 3 * 3600;
+        let cases = [
+            // (now, last run, missed)
+            (midnight + at3 + 60, Some(midnight + at3 + 1), false), // ran today at 03:00
+            (midnight + at3 + 60, Some(midnight - DAY + at3), true), // yesterday's, not today's
+            (midnight + 3600, Some(midnight - DAY + at3), false),   // today's is still ahead
+            (midnight + 3600, Some(midnight - 2 * DAY + at3), true), // yesterday's was missed
+            (midnight + at3, Some(midnight - DAY + at3), true),     // due exactly now
+            (midnight + at3 + 60, None, false),                     // never ran
+        ];
+        for (now, last, want) in cases {
+            assert_eq!(missed(now, last, at3), want, "now {now} last {last:?}");
+        }
     }
 }
