@@ -166,7 +166,14 @@ pub struct Tree {
     aliases: BTreeMap<String, String>,
     /// Per /srv entry, the mailbox directories (`mailboxes/<name>`) that are watched.
     mailboxes: BTreeMap<String, BTreeSet<String>>,
+    /// /srv entries whose names are not domain names, already reported (each once, so a
+    /// customer cannot flood the log by touching one; bounded by [`MAX_REPORTED`]).
+    reported_bad: BTreeSet<String>,
 }
+
+/// At most this many bad names are remembered as reported; later ones wait for the next
+/// full resync, which reports every skipped entry.
+const MAX_REPORTED: usize = 10_000;
 
 impl Tree {
     /// A tree with nothing watched yet; [`Tree::refresh_all`] places the watches.
@@ -182,6 +189,7 @@ impl Tree {
             limited: false,
             aliases: BTreeMap::new(),
             mailboxes: BTreeMap::new(),
+            reported_bad: BTreeSet::new(),
         }
     }
 
@@ -576,8 +584,17 @@ impl Tree {
     }
 
     fn resolve_one(&mut self, entry: &str, out: &mut BTreeSet<String>) {
-        let Ok(ascii) = validate::domain_name(entry) else {
-            return;
+        let ascii = match validate::domain_name(entry) {
+            Ok(a) => a,
+            Err(e) => {
+                // Never served; said at once rather than at the next full resync.
+                if self.reported_bad.len() < MAX_REPORTED
+                    && self.reported_bad.insert(entry.to_string())
+                {
+                    tracing::warn!(domain = %validate::printable(entry), "skipped: {e}");
+                }
+                return;
+            }
         };
         out.insert(ascii);
         if let Some(old) = self.aliases.remove(entry) {

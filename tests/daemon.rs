@@ -198,6 +198,22 @@ fn mkdir_is_served_rm_is_gone_and_mandatory_ssl_redirects() {
     sb.add_site("before.test", OWNER, "back").unwrap();
     assert_status(&sb, &w, "before.test", 200);
 
+    // A /srv entry that is not a domain name is reported at once (not only at the next full
+    // resync), and once however often it is touched.
+    let bad = sb.srv().join("bad_name!.test");
+    std::fs::create_dir(&bad).unwrap();
+    w.wait_log("bad_name!.test", WAIT);
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    sb.add_site("after-bad.test", OWNER, "still served")
+        .unwrap();
+    assert_status(&sb, &w, "after-bad.test", 200);
+    let reports = w
+        .log()
+        .lines()
+        .filter(|l| l.contains("bad_name!.test") && l.contains("skipped"))
+        .count();
+    assert_eq!(reports, 1, "{}", w.log());
+
     let st = w.stop();
     assert_eq!(st.code(), Some(0));
 }
