@@ -139,6 +139,35 @@ fn a_customer_runs_commands_for_their_own_domains_only() {
             .contains("a long password")
     );
 
+    // Lists show the caller's own domains only, not another customer's mailboxes.
+    let carol = sb.srv().join("theirs.test/mailboxes/carol");
+    std::fs::create_dir_all(&carol).unwrap();
+    for p in [carol.parent().unwrap(), carol.as_path()] {
+        std::os::unix::fs::chown(p, Some(OTHER), Some(OTHER)).unwrap();
+    }
+    let out = as_user(&sb, OWNER, &["mail", "list", "--json"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let addresses: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses, ["bob@mine.test"], "{}", stdout(&out));
+    let out = as_user(&sb, OTHER, &["mail", "list", "--json"], "");
+    assert!(stdout(&out).contains("carol@theirs.test") && !stdout(&out).contains("bob@"));
+    let out = as_user(&sb, OWNER, &["ssl", "list", "--json"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let domains: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["domain"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(domains, ["mine.test"], "{}", stdout(&out));
+
     let out = as_user(&sb, OWNER, &["apply"], "");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(

@@ -164,7 +164,13 @@ pub fn utc(t: Option<i64>) -> String {
 }
 
 fn list(cfg: &Config, json: bool) -> Result<u8> {
-    let rows = rows(cfg, reconcile::now())?;
+    let mut rows = rows(cfg, reconcile::now())?;
+    // A customer lists their own domains' certificates, not everyone's.
+    let me = nix::unistd::geteuid().as_raw();
+    if me != 0 {
+        let mine = crate::site::owned_by(&cfg.paths.srv, me)?;
+        rows.retain(|r| mine.contains(&r.domain));
+    }
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &rows)?;
