@@ -285,13 +285,22 @@ pub fn apache_view(cfg: &Config, d: &Domain, state: &State) -> ApacheView {
     }
 }
 
+/// `d`'s statistics switch as the model's load read it (`Model::services`), or read now
+/// for a model loaded without them: /srv is read once per reconcile, not once per use.
+fn state_in(cfg: &Config, model: &Model, d: &Domain) -> State {
+    match model.services.as_ref().and_then(|s| s.stats.get(&d.name)) {
+        Some(state) => state.clone(),
+        None => read(&cfg.paths.srv, d),
+    }
+}
+
 /// Domains whose statistics were asked for but stay off, with why (for `dirhost apply` and
 /// `dirhost check`).
 pub fn warnings(cfg: &Config, model: &Model) -> Vec<(String, String)> {
     model
         .domains
         .values()
-        .filter_map(|d| match read(&cfg.paths.srv, d) {
+        .filter_map(|d| match state_in(cfg, model, d) {
             State::NoPassword { reason } => {
                 tracing::warn!(domain = %d.name, "statistics: {reason}");
                 Some((d.name.clone(), format!("statistics: {reason}")))
@@ -315,7 +324,7 @@ pub fn prepare(
     let states: Vec<(&Domain, State)> = model
         .domains
         .values()
-        .map(|d| (d, read(&cfg.paths.srv, d)))
+        .map(|d| (d, state_in(cfg, model, d)))
         .collect();
     // Nothing to do on a server where statistics were never used: no directories made.
     if !states.iter().any(|(_, s)| s.is_on()) && !layout.root.exists() {

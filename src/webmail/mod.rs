@@ -252,7 +252,7 @@ pub fn enabled(cfg: &Config) -> bool {
 /// `host`) and its `config/webmail` does not switch it off. Read through `safefs` as the
 /// owner. `Err` for a `config/webmail` that is neither on nor off (or cannot be read safely):
 /// the caller leaves the domain as it was rather than guess.
-// TODO(lead): move into the model with php::read (a `webmail` flag on Domain).
+/// Called in the model phase (`Model::load_services`); render uses the result.
 pub fn wanted(srv: &Path, d: &Domain, host: bool) -> Result<bool, String> {
     let rel = PathBuf::from(&d.dir_name);
     let mailboxes = matches!(
