@@ -230,11 +230,16 @@ pub fn find_program(prog: &str) -> Option<std::path::PathBuf> {
         .find(|c| c.is_file())
 }
 
+/// Whether something accepts connections on `port` on 127.0.0.1 (2 s at most).
+fn answers(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+}
+
 /// Are the web ports answering on loopback?
 fn ports(cfg: &Config, out: &mut Vec<Finding>) {
     for (what, port) in [("http", cfg.ports.http), ("https", cfg.ports.https)] {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
+        if answers(port) {
             out.push(Finding::new(
                 Severity::Ok,
                 "ports",
@@ -316,8 +321,7 @@ fn mail_ports(cfg: &Config, model: &crate::model::Model, out: &mut Vec<Finding>)
         ("SMTP (Exim)", cfg.mail.smtp, "exim4"),
         ("IMAPS (Dovecot)", cfg.mail.imaps, "dovecot"),
     ] {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
+        if answers(port) {
             out.push(Finding::new(
                 Severity::Ok,
                 "services",
