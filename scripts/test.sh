@@ -29,7 +29,8 @@ ensure_cargo
 # one sanctioned exception, /etc/exim4/trusted_configs, must be restored by the tests too).
 before=$(system_fingerprint)
 status=0
-cargo test --all-targets --locked "$@" 2>&1 || status=$?
+# --no-fail-fast: one failing target must not hide the others' results.
+cargo test --all-targets --locked --no-fail-fast "$@" 2>&1 || status=$?
 after=$(system_fingerprint)
 if [ "$before" != "$after" ]; then
     echo "scripts/test.sh: the tests changed files outside their temp roots:" >&2

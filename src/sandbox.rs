@@ -330,6 +330,9 @@ impl Sandbox {
         let stderr_path = logs.join("apache.stderr");
         let stderr = fs::File::create(&stderr_path)?;
         let conf = self.httpd_conf();
+        // Apache writes its pidfile and accepts connections a moment before it logs that it
+        // has finished loading; a reload sent in that window would be counted as the start.
+        let generation = self.apache_generation();
         let mut child = Command::new(APACHE_BIN)
             .arg("-f")
             .arg(&conf)
@@ -361,7 +364,10 @@ impl Sandbox {
             // The pidfile is written after the listeners are bound; checking that it names
             // our child also rules out another process answering on the port.
             let ours = read_pid(&self.pid_file()) == i32::try_from(child.id()).ok();
-            if ours && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if ours
+                && self.apache_generation() > generation
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            {
                 return Ok(child);
             }
             if Instant::now() > deadline {
