@@ -136,6 +136,10 @@ pub struct MailDomain {
     pub keep_plaintext: bool,
     /// DKIM selector when `config/dkim` switches signing on.
     pub dkim_selector: Option<String>,
+    /// The DKIM private key (PEM) when signing is on: the one dirhost made earlier, or a new
+    /// one. Filled by [`prepare`] in the model phase; render only copies it.
+    #[serde(skip)]
+    pub dkim_key: Option<String>,
     /// `config/spf` (for `dirhost mail dns`).
     #[serde(skip)]
     pub spf: Flag,
@@ -181,6 +185,10 @@ pub struct Mailbox {
     pub forward: bool,
     /// A `vacation` file exists.
     pub vacation: bool,
+    /// For a plaintext `password`: the SHA-512-crypt hash Dovecot gets instead (the one
+    /// rendered last time while it still matches, else a new one). Filled by [`prepare`].
+    #[serde(skip)]
+    pub crypt: Option<String>,
 }
 
 /// Can this mailbox log in?
@@ -195,8 +203,30 @@ pub enum Login {
     Disabled(String),
 }
 
-/// Reads the mail files of every domain in `model`.
+/// Reads the mail files of every domain in `model`: the facts, for commands that only look
+/// (see [`load_prepared`] for the pipeline).
 pub fn load(srv: &Path, model: &Model, hostname: &str) -> MailModel {
+    load_inner(srv, model, hostname, None)
+}
+
+/// [`load`], then [`prepare`] for each domain (in the same parallel pass), so render needs
+/// nothing but the result: what the model phase of the pipeline calls.
+pub fn load_prepared(cfg: &Config, model: &Model) -> MailModel {
+    let layout = MailLayout::new(cfg);
+    load_inner(
+        &cfg.paths.srv,
+        model,
+        &cfg.mail.hostname(cfg),
+        Some(&layout),
+    )
+}
+
+fn load_inner(
+    srv: &Path,
+    model: &Model,
+    hostname: &str,
+    prepare_with: Option<&MailLayout>,
+) -> MailModel {
     let mut out = MailModel::default();
     let domains: Vec<&Domain> = model.domains.values().collect();
     let read = crate::model::par_map(&domains, |d| {
@@ -205,7 +235,11 @@ pub fn load(srv: &Path, model: &Model, hostname: &str) -> MailModel {
             config: model.config_files(&d.name),
             symlinks: model.symlink_aliases(&d.name),
         };
-        read_domain(srv, d, known, hostname)
+        let mut m = read_domain(srv, d, known, hostname)?;
+        if let (Some(m), Some(layout)) = (m.as_mut(), prepare_with) {
+            prepare(layout, m)?;
+        }
+        Ok::<_, String>(m)
     });
     for (d, result) in domains.into_iter().zip(read) {
         match result {
@@ -423,6 +457,7 @@ fn read_domain(
         default_quota,
         keep_plaintext,
         dkim_selector,
+        dkim_key: None,
         spf,
         dmarc,
         warnings,
@@ -493,6 +528,7 @@ fn read_mailbox(
         quota,
         forward: files.contains("forward"),
         vacation: files.contains("vacation"),
+        crypt: None,
     })
 }
 
@@ -627,9 +663,11 @@ pub fn encrypt_in(cfg: &Config, mail: &mut MailModel) -> Result<usize> {
                 continue;
             };
             let user = format!("{}@{}", m.local, name);
-            let hash = match previous.get(&user) {
-                Some(h) if password::verify_sha512(secret, h) => h.clone(),
-                _ => password::sha512_crypt(secret)?,
+            // The model phase may have made it already (`prepare`).
+            let hash = match (&m.crypt, previous.get(&user)) {
+                (Some(h), _) => h.clone(),
+                (None, Some(h)) if password::verify_sha512(secret, h) => h.clone(),
+                (None, _) => password::sha512_crypt(secret)?,
             };
             let rel = Path::new(&dir_rel)
                 .join("mailboxes")
@@ -677,6 +715,48 @@ impl MailDomain {
     }
 }
 
+/// Makes what render would otherwise have to read or make itself: the DKIM key (dirhost's
+/// earlier one from the state directory while it is a usable key, else a new one from
+/// `openssl`), and a SHA-512-crypt hash for each plaintext password (the one in the
+/// passwd-file rendered last time while it still matches, so an unchanged password gives
+/// an unchanged file; else a new one with a fresh salt).
+///
+/// Runs in the model phase ([`load`]); reads only dirhost's own state, nothing under /srv.
+pub fn prepare(layout: &MailLayout, m: &mut MailDomain) -> Result<(), String> {
+    m.dkim_key = match &m.dkim_selector {
+        Some(_) => {
+            let path = layout.dkim_key(&m.name);
+            let existing = std::fs::read_to_string(&path)
+                .ok()
+                .filter(|k| dkim::check_key(k).is_ok());
+            Some(match existing {
+                Some(k) => k,
+                None => {
+                    tracing::info!(domain = %m.name, "generating a DKIM key (RSA 2048)");
+                    dkim::generate_key().map_err(|e| format!("DKIM key: {e:#}"))?
+                }
+            })
+        }
+        None => None,
+    };
+    let previous = previous_hashes(layout, &m.name);
+    for b in &mut m.mailboxes {
+        b.crypt = match &b.login {
+            Login::Enabled(Stored::Plain(secret)) => {
+                let user = format!("{}@{}", b.local, m.name);
+                Some(match previous.get(&user) {
+                    Some(h) if password::verify_sha512(secret, h) => h.clone(),
+                    _ => password::sha512_crypt(secret).map_err(|e| {
+                        format!("mailboxes/{}: hashing the password: {e:#}", b.local)
+                    })?,
+                })
+            }
+            _ => None,
+        };
+    }
+    Ok(())
+}
+
 /// `user@domain` → SHA-512-crypt hash, from the passwd-file dirhost rendered last time.
 pub fn previous_hashes(layout: &MailLayout, name: &str) -> BTreeMap<String, String> {
     let Ok(text) = std::fs::read_to_string(layout.passwd_dir.join(name)) else {
@@ -690,4 +770,122 @@ pub fn previous_hashes(layout: &MailLayout, name: &str) -> BTreeMap<String, Stri
             Some((user.to_string(), pw.to_string()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(dir: &Path) -> MailLayout {
+        let cfg = crate::sandbox::sandbox_config(dir, 1, 2, "/usr/bin/dirhost".into());
+        MailLayout::new(&cfg)
+    }
+
+    fn mailbox(local: &str, login: Login) -> Mailbox {
+        Mailbox {
+            local: local.into(),
+            login,
+            quota: 0,
+            forward: false,
+            vacation: false,
+            crypt: None,
+        }
+    }
+
+    fn domain(dkim: bool, mailboxes: Vec<Mailbox>) -> MailDomain {
+        MailDomain {
+            name: "example.test".into(),
+            dir: "/srv/example.test".into(),
+            uid: 2000,
+            gid: 2000,
+            alias_domains: vec![],
+            mailboxes,
+            refused: vec![],
+            aliases: vec![],
+            default_forward: None,
+            default_quota: 0,
+            keep_plaintext: false,
+            dkim_selector: dkim.then(|| "default".into()),
+            dkim_key: None,
+            spf: Flag::Unset,
+            dmarc: Flag::Unset,
+            warnings: vec![],
+        }
+    }
+
+    fn plain(s: &str) -> Login {
+        Login::Enabled(Stored::Plain(password::Secret::new(s.into())))
+    }
+
+    #[test]
+    fn prepare_keeps_what_still_holds_and_makes_what_is_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = layout(tmp.path());
+        std::fs::create_dir_all(&layout.passwd_dir).unwrap();
+        std::fs::create_dir_all(&layout.dkim_dir).unwrap();
+        let old = password::sha512_crypt(&password::Secret::new("same".into())).unwrap();
+        std::fs::write(
+            layout.passwd_dir.join("example.test"),
+            format!(
+                "kept@example.test:{{SHA512-CRYPT}}{old}::::::\nchanged@example.test:{{SHA512-CRYPT}}{old}::::::\n"
+            ),
+        )
+        .unwrap();
+        let hashed = Login::Enabled(Stored::Hash {
+            scheme: password::Scheme::Sha512Crypt,
+            hash: old.clone(),
+        });
+
+        // (mailbox, login, expect: None = no crypt, Some(true) = the old hash kept,
+        // Some(false) = a new hash that verifies)
+        let cases: Vec<(&str, Login, Option<bool>, &str)> = vec![
+            ("kept", plain("same"), Some(true), "same"),
+            ("changed", plain("other"), Some(false), "other"),
+            ("new", plain("fresh"), Some(false), "fresh"),
+            ("hashed", hashed, None, ""),
+            ("nopw", Login::NoPassword, None, ""),
+            ("off", Login::Disabled("unreadable".into()), None, ""),
+        ];
+        let mut m = domain(
+            false,
+            cases
+                .iter()
+                .map(|(l, login, _, _)| mailbox(l, login.clone()))
+                .collect(),
+        );
+        prepare(&layout, &mut m).unwrap();
+        assert_eq!(m.dkim_key, None, "DKIM off: no key made");
+        for ((local, _, expect, pw), b) in cases.iter().zip(&m.mailboxes) {
+            match expect {
+                None => assert_eq!(b.crypt, None, "{local}"),
+                Some(true) => assert_eq!(b.crypt.as_deref(), Some(old.as_str()), "{local}"),
+                Some(false) => {
+                    let h = b.crypt.as_deref().unwrap();
+                    assert_ne!(h, old, "{local}");
+                    assert!(
+                        password::verify_sha512(&password::Secret::new((*pw).into()), h),
+                        "{local}"
+                    );
+                }
+            }
+        }
+
+        // DKIM on: a usable key on disk is kept; a broken one is replaced by a usable one.
+        let key = dkim::generate_key().unwrap();
+        std::fs::write(layout.dkim_key("example.test"), &key).unwrap();
+        let mut m = domain(true, vec![]);
+        prepare(&layout, &mut m).unwrap();
+        assert_eq!(m.dkim_key.as_deref(), Some(key.as_str()));
+        std::fs::write(layout.dkim_key("example.test"), "not a key").unwrap();
+        let mut m = domain(true, vec![]);
+        prepare(&layout, &mut m).unwrap();
+        let made = m.dkim_key.unwrap();
+        assert_ne!(made, key);
+        dkim::check_key(&made).unwrap();
+        // prepare only reads: the state file is render's and apply's to replace.
+        assert_eq!(
+            std::fs::read_to_string(layout.dkim_key("example.test")).unwrap(),
+            "not a key"
+        );
+    }
 }

@@ -340,7 +340,7 @@ impl Model {
             stats.insert(name.clone(), s);
             php.insert(name, p);
         }
-        let mail = crate::mail::load(&cfg.paths.srv, self, &cfg.mail.hostname(cfg));
+        let mail = crate::mail::load_prepared(cfg, self);
         self.services = Some(Services {
             php,
             mail,

@@ -12,9 +12,9 @@
 //! * `<dovecot>/dirhost.d/<domain>.conf`: TLS by SNI for Dovecot.
 //!
 //! Mailbox facts come from the model ([`crate::model::Services::mail`], read by
-//! [`crate::mail::load`] in the model phase). Two inputs besides the model: dirhost's own previous output in the state directory, read so that a DKIM key
-//! and the hash of a plaintext password stay the same from one render to the next; and a
-//! new DKIM key from `openssl` when a domain switches DKIM on and has none yet.
+//! [`crate::mail::load`] in the model phase). The DKIM key and the hashes of plaintext
+//! passwords were kept or made there too ([`crate::mail::prepare`]): rendering reads no file
+//! and runs no program, so the same model always renders the same files.
 
 use std::path::Path;
 
@@ -24,7 +24,7 @@ use serde::Serialize;
 use super::{Desired, DesiredFile, FileKind, Service, safe_path};
 use crate::checksum;
 use crate::config::Config;
-use crate::mail::password::{self, Stored};
+use crate::mail::password::Stored;
 use crate::mail::{self, Login, MailDomain, MailLayout, MailModel};
 use crate::model::{Domain, Model};
 
@@ -189,24 +189,15 @@ fn render_domain(d: &Domain, m: &MailDomain, layout: &MailLayout) -> Result<Vec<
     );
     let mut files = Vec::new();
 
-    // DKIM: keep the key dirhost made earlier; make one when signing is switched on.
-    let dkim_key = match &m.dkim_selector {
-        Some(_) => {
+    // DKIM: the key the model phase kept or made (`mail::prepare`).
+    let dkim_key = match (&m.dkim_selector, &m.dkim_key) {
+        (Some(_), Some(key)) => {
             let path = layout.dkim_key(&m.name);
-            let existing = std::fs::read_to_string(&path)
-                .ok()
-                .filter(|k| mail::dkim::check_key(k).is_ok());
-            let key = match existing {
-                Some(k) => k,
-                None => {
-                    tracing::info!(domain = %m.name, "generating a DKIM key (RSA 2048)");
-                    mail::dkim::generate_key()?
-                }
-            };
-            files.push(private(path.clone(), key, &m.name, Service::Exim));
+            files.push(private(path.clone(), key.clone(), &m.name, Service::Exim));
             Some(path)
         }
-        None => None,
+        (Some(_), None) => anyhow::bail!("DKIM is on but no key was prepared"),
+        (None, _) => None,
     };
 
     // The lsearch file Exim reads for each name.
@@ -234,17 +225,14 @@ fn render_domain(d: &Domain, m: &MailDomain, layout: &MailLayout) -> Result<Vec<
         ));
     }
 
-    let previous = mail::previous_hashes(layout, &m.name);
     let mut logins: Vec<(String, String, u64)> = Vec::new();
     for b in &m.mailboxes {
         let field = match &b.login {
             Login::Enabled(s @ Stored::Hash { .. }) => s.dovecot_field(),
-            Login::Enabled(Stored::Plain(secret)) => {
-                let user = format!("{}@{}", b.local, m.name);
-                let hash = match previous.get(&user) {
-                    Some(h) if password::verify_sha512(secret, h) => h.clone(),
-                    _ => password::sha512_crypt(secret)?,
-                };
+            Login::Enabled(Stored::Plain(_)) => {
+                let hash = b.crypt.as_ref().with_context(|| {
+                    format!("mailboxes/{}: its password hash was not prepared", b.local)
+                })?;
                 Some(format!("{{SHA512-CRYPT}}{hash}"))
             }
             Login::NoPassword | Login::Disabled(_) => None,
