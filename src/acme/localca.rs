@@ -1,11 +1,13 @@
-//! A local ACME CA for `dirhost demo`: Debian's `pebble` with `pebble-challtestsrv` as its
-//! DNS (every name resolves to 127.0.0.1), validating HTTP-01 against the sandbox's Apache.
+//! A local ACME CA for `dirhost demo` and the tests: Debian's `pebble` with
+//! `pebble-challtestsrv` as its DNS (every name resolves to 127.0.0.1 unless told otherwise),
+//! validating HTTP-01 against the sandbox's Apache.
 //!
 //! What it owns: starting both on free loopback ports with a TLS certificate of their own
-//! (made with the `openssl` command in `<root>/pebble/`), fetching Pebble's issuing root
-//! (with `curl`), the `[acme]` settings that point dirhost at them, and stopping both when
-//! dropped. It is for the demo only: nothing outside the sandbox root is touched, and it
-//! returns `None` (the demo then runs without HTTPS) when `pebble` is not installed.
+//! (made with the `openssl` command in the directory it is given), fetching Pebble's issuing
+//! root (with `curl`), the `[acme]` settings that point dirhost at them, DNS answers for the
+//! tests (`add_a`, `clear_a`), and stopping both when dropped. Nothing outside its directory
+//! is touched, and [`LocalCa::start`] returns `None` (the demo then runs without HTTPS) when
+//! `pebble` is not installed.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -19,9 +21,30 @@ use crate::config::Config;
 /// The running CA.
 pub struct LocalCa {
     dir: PathBuf,
-    children: Vec<Child>,
+    pebble: Option<Child>,
+    challtestsrv: Option<Child>,
     acme_port: u16,
     dns_port: u16,
+    chall_port: u16,
+}
+
+/// How to start a [`LocalCa`].
+pub struct Options<'a> {
+    /// Lifetime of the certificates it issues, in seconds (Pebble's default, 5 years, when
+    /// `None`).
+    pub validity: Option<u64>,
+    /// Picks each loopback port (free for TCP and UDP). The default asks the kernel; tests
+    /// running many CAs at once use their own spread of ports.
+    pub free_port: &'a dyn Fn() -> Result<u16>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self {
+            validity: None,
+            free_port: &free_port,
+        }
+    }
 }
 
 fn installed(bin: &str) -> bool {
@@ -30,7 +53,7 @@ fn installed(bin: &str) -> bool {
 }
 
 /// A loopback port free for both TCP and UDP right now.
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     for _ in 0..100 {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("no free loopback port")?;
         let port = l.local_addr()?.port();
@@ -82,13 +105,18 @@ impl LocalCa {
     /// Starts Pebble (validating HTTP-01 on `http_port`) in `<root>/pebble/`, or `None` when
     /// `pebble`, `pebble-challtestsrv` or `curl` is not installed.
     pub fn start(root: &Path, http_port: u16) -> Result<Option<Self>> {
+        Self::start_in(&root.join("pebble"), http_port, &Options::default())
+    }
+
+    /// [`LocalCa::start`] with its files in `dir` and the given options.
+    pub fn start_in(dir: &Path, http_port: u16, opts: &Options<'_>) -> Result<Option<Self>> {
         if !["pebble", "pebble-challtestsrv", "curl", "openssl"]
             .iter()
             .all(|b| installed(b))
         {
             return Ok(None);
         }
-        let dir = root.join("pebble");
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;
         let d = dir.as_path();
@@ -148,6 +176,7 @@ impl LocalCa {
                 "ext.cnf",
             ],
         )?;
+        let free_port = opts.free_port;
         let [acme_port, mgmt_port, dns_port, chall_port, tls_port] = [
             free_port()?,
             free_port()?,
@@ -155,7 +184,7 @@ impl LocalCa {
             free_port()?,
             free_port()?,
         ];
-        let conf = serde_json::json!({"pebble": {
+        let mut conf = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{acme_port}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
             "certificate": "cert.pem",
@@ -165,12 +194,17 @@ impl LocalCa {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});
+        if let Some(v) = opts.validity {
+            conf["pebble"]["certificateValidityPeriod"] = v.into();
+        }
         std::fs::write(d.join("pebble.json"), conf.to_string())?;
         let mut me = Self {
             dir: dir.clone(),
-            children: Vec::new(),
+            pebble: None,
+            challtestsrv: None,
             acme_port,
             dns_port,
+            chall_port,
         };
         let log = |name: &str| -> Result<(Stdio, Stdio)> {
             let f = std::fs::File::create(d.join(name))?;
@@ -190,10 +224,10 @@ impl LocalCa {
             .stderr(err)
             .spawn()
             .context("failed to start pebble-challtestsrv")?;
-        me.children.push(chall);
+        let chall = me.challtestsrv.insert(chall);
         wait_for(
             chall_port,
-            &mut me.children[0],
+            chall,
             "pebble-challtestsrv",
             &d.join("challtestsrv.log"),
         )?;
@@ -201,16 +235,20 @@ impl LocalCa {
         let pebble = Command::new("pebble")
             .args(["-config", "pebble.json", "-dnsserver"])
             .arg(format!("127.0.0.1:{dns_port}"))
+            // No sleeps before validating, no nonces refused at random, no authorizations
+            // reused: fast and the same on every run.
             .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
             .current_dir(d)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .context("failed to start pebble")?;
-        me.children.push(pebble);
+        let pebble = me.pebble.insert(pebble);
         for port in [acme_port, mgmt_port] {
-            wait_for(port, &mut me.children[1], "pebble", &d.join("pebble.log"))?;
+            wait_for(port, pebble, "pebble", &d.join("pebble.log"))?;
         }
         let out = Command::new("curl")
             .args(["-sS", "--fail", "--max-time", "10", "--cacert"])
@@ -233,11 +271,63 @@ impl LocalCa {
         self.dir.join("roots.pem")
     }
 
+    /// The ACME directory URL.
+    pub fn directory(&self) -> String {
+        format!("https://localhost:{}/dir", self.acme_port)
+    }
+
+    /// The CA of Pebble's own HTTPS listener (for `[acme] ca_bundle`).
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Pebble's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default()
+    }
+
+    fn chall_post(&self, path: &str, body: serde_json::Value) -> Result<()> {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "10", "-X", "POST", "-d"])
+            .arg(body.to_string())
+            .arg(format!("http://127.0.0.1:{}{path}", self.chall_port))
+            .output()
+            .context("failed to run curl")?;
+        if !out.status.success() {
+            bail!(
+                "challtestsrv {path}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes the CA's DNS answer `host` with `ip` (an A record).
+    pub fn add_a(&self, host: &str, ip: &str) -> Result<()> {
+        self.chall_post(
+            "/add-a",
+            serde_json::json!({"host": format!("{host}."), "addresses": [ip]}),
+        )
+    }
+
+    /// Removes what [`LocalCa::add_a`] set for `host`.
+    pub fn clear_a(&self, host: &str) -> Result<()> {
+        self.chall_post("/clear-a", serde_json::json!({"host": format!("{host}.")}))
+    }
+
+    /// Stops Pebble (the CA becomes unreachable); its DNS keeps answering.
+    pub fn stop_ca(&mut self) {
+        if let Some(mut c) = self.pebble.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// `cfg` with `[acme]` pointing at this CA (its directory, its TLS root, its issuing
     /// root for the chain check, its DNS for the name check, 127.0.0.1 as this host).
     pub fn configure(&self, cfg: &mut Config, root: &Path) {
-        cfg.acme.directory = format!("https://localhost:{}/dir", self.acme_port);
-        cfg.acme.ca_bundle = self.dir.join("ca.pem");
+        cfg.acme.directory = self.directory();
+        cfg.acme.ca_bundle = self.ca_bundle();
         cfg.acme.chain_roots = self.roots();
         cfg.acme.resolver = format!("127.0.0.1:{}", self.dns_port);
         cfg.acme.host_addresses = vec!["127.0.0.1".into()];
@@ -247,7 +337,10 @@ impl LocalCa {
 
 impl Drop for LocalCa {
     fn drop(&mut self) {
-        for c in &mut self.children {
+        for c in [self.pebble.as_mut(), self.challtestsrv.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
