@@ -659,20 +659,7 @@ fn hostile_cli_catalogue_and_secrets_never_in_logs() {
         OTHER,
         0o600,
     );
-    let (crt, key) = self_signed(sb.root(), &[VICTIM], 30);
-    file(
-        &v.join("config/ssl/sets/1/ssl.crt"),
-        crt.as_bytes(),
-        OTHER,
-        0o644,
-    );
-    file(
-        &v.join("config/ssl/sets/1/ssl.key"),
-        key.as_bytes(),
-        OTHER,
-        0o600,
-    );
-    link("sets/1", &v.join("config/ssl/current"), OTHER);
+    cert_set(sb.root(), &v, &[VICTIM], OTHER, true);
     let out = apply(&sb, &[]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let x = Ctx {

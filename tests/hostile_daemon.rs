@@ -304,19 +304,7 @@ fn hostile_daemon_keeps_running_and_races_never_leak() {
     remove_tree(&hd);
     sb.add_site("hostile.test", HOSTILE, "hostile site")
         .unwrap();
-    let (crt, key) = self_signed(sb.root(), &["hostile.test"], 30);
-    file(
-        &hd.join("config/ssl/sets/1/ssl.crt"),
-        crt.as_bytes(),
-        HOSTILE,
-        0o644,
-    );
-    file(
-        &hd.join("config/ssl/sets/1/ssl.key"),
-        key.as_bytes(),
-        HOSTILE,
-        0o600,
-    );
+    let (_, key) = cert_set(sb.root(), &hd, &["hostile.test"], HOSTILE, false);
     mkdirs(&hd.join("mailboxes/alice/Maildir"), HOSTILE);
     file(
         &hd.join("mailboxes/alice/password"),

@@ -58,20 +58,7 @@ impl World {
         sb.add_site(VICTIM, OTHER, "victim site").unwrap();
         let v = sb.srv().join(VICTIM);
         let private = Sentinel::create(&v.join("private/data.txt"), VICTIM_PRIVATE, OTHER, 0o600);
-        let (crt, key) = self_signed(sb.root(), &[VICTIM], 30);
-        file(
-            &v.join("config/ssl/sets/1/ssl.crt"),
-            crt.as_bytes(),
-            OTHER,
-            0o644,
-        );
-        file(
-            &v.join("config/ssl/sets/1/ssl.key"),
-            key.as_bytes(),
-            OTHER,
-            0o600,
-        );
-        link("sets/1", &v.join("config/ssl/current"), OTHER);
+        let (crt, _) = cert_set(sb.root(), &v, &[VICTIM], OTHER, true);
         let ca_victim = sb.root().join("victim-ca.pem");
         std::fs::write(&ca_victim, &crt).unwrap();
         // The victim's statistics are on, with a private log and a private password file.

@@ -44,20 +44,13 @@ impl World {
         );
         // The victim has a certificate set of its own; its key must never leak to another.
         let v = sb.srv().join(VICTIM);
-        let (crt, key) = self_signed(sb.root(), &[VICTIM, &format!("www.{VICTIM}")], 30);
-        file(
-            &v.join("config/ssl/sets/1/ssl.crt"),
-            crt.as_bytes(),
+        let (_, key) = cert_set(
+            sb.root(),
+            &v,
+            &[VICTIM, &format!("www.{VICTIM}")],
             OTHER,
-            0o644,
+            true,
         );
-        file(
-            &v.join("config/ssl/sets/1/ssl.key"),
-            key.as_bytes(),
-            OTHER,
-            0o600,
-        );
-        link("sets/1", &v.join("config/ssl/current"), OTHER);
         file(&v.join("public/logs/access.log"), b"", OTHER, 0o644);
         let out = php_fpm::apply(&sb, &[]);
         assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));

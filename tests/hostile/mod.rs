@@ -237,3 +237,32 @@ pub fn catalogue_row(test: &str, id: &str, attack: &str, outcome: &str) {
         .unwrap();
     writeln!(f, "{test}\t{id}\t{}\t{}", clean(attack), clean(outcome)).unwrap();
 }
+
+/// Gives the domain at `domain_dir` a self-signed certificate set `sets/1` for `names`
+/// (certificate 0644, key 0600, both owned by `uid`; made in `tmp`), and points
+/// `config/ssl/current` at it when `current`. Returns the certificate's and the key's PEM.
+pub fn cert_set(
+    tmp: &Path,
+    domain_dir: &Path,
+    names: &[&str],
+    uid: u32,
+    current: bool,
+) -> (String, String) {
+    let (crt, key) = crate::common::self_signed(tmp, names, 30);
+    file(
+        &domain_dir.join("config/ssl/sets/1/ssl.crt"),
+        crt.as_bytes(),
+        uid,
+        0o644,
+    );
+    file(
+        &domain_dir.join("config/ssl/sets/1/ssl.key"),
+        key.as_bytes(),
+        uid,
+        0o600,
+    );
+    if current {
+        link("sets/1", &domain_dir.join("config/ssl/current"), uid);
+    }
+    (crt, key)
+}
