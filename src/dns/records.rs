@@ -1019,6 +1019,29 @@ mod tests {
     }
 
     #[test]
+    fn https_tlsa_needs_an_https_vhost() {
+        // (web, webmail-only vhost) → TLSA for HTTPS.
+        for (web, webmail_only, want) in [
+            (true, false, true),
+            (false, true, true),
+            (false, false, false),
+        ] {
+            let d = Domain { web, ..shop(true) };
+            let f = DomainFacts {
+                webmail_only,
+                ..DomainFacts::default()
+            };
+            let out = build(&d, &f, &host(&["192.0.2.1"]), &DnsInputs::default());
+            let z = &out.zones[0];
+            assert_eq!(
+                !values(z, "_443._tcp", RType::Tlsa).is_empty(),
+                want,
+                "web={web} webmail_only={webmail_only}"
+            );
+        }
+    }
+
+    #[test]
     fn addresses_providers_and_mail_targets() {
         let mail = DomainFacts {
             mailboxes: true,
