@@ -144,14 +144,17 @@ pub fn check(cfg: &Config, config_path: &Path, opts: &Options) -> anyhow::Result
         ));
     }
     certificates(cfg, &model, &mut out);
+    // Sites and mail-only domains with webmail: both have a vhost and get certificates.
+    let webmail_only = crate::model::vhost::webmail_only(cfg, &model);
+    let served = |d: &crate::model::Domain| d.web || webmail_only.contains(&d.name);
     let web = if opts.no_dns {
         0
     } else {
-        model.domains.values().filter(|d| d.web).count()
+        model.domains.values().filter(|d| served(d)).count()
     };
     let mut progress = crate::progress::Progress::counter("checking DNS", Some(web));
     for d in model.domains.values() {
-        if !opts.no_dns && d.web {
+        if !opts.no_dns && served(d) {
             progress.step(&d.name);
             dns(cfg, d.name.as_str(), &d.all_names(), &mut out);
         }

@@ -133,7 +133,11 @@ fn open_log(srv: &Path, vhost: &str, https: bool) -> Result<Option<std::fs::File
         uid: st.uid,
         gid: st.gid,
     };
-    let logs = PathBuf::from(&dir).join("public/logs");
+    // A domain without a website (webmail only) may have no public/ yet: made 0755 like
+    // `dirhost site add` makes it, so that htdocs added later is reachable by Apache.
+    let public = PathBuf::from(&dir).join("public");
+    safefs::mkdir_all(srv, &public, owner, 0o755).map_err(|e| e.to_string())?;
+    let logs = public.join("logs");
     safefs::mkdir_all(srv, &logs, owner, 0o750).map_err(|e| e.to_string())?;
     let name = if https {
         "ssl_access.log"

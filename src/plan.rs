@@ -285,16 +285,10 @@ fn prune(
     opts: &Options,
     wanted: &HashSet<&Path>,
 ) -> anyhow::Result<()> {
-    let desired_domains: BTreeSet<&String> = desired
-        .files
-        .iter()
-        .filter_map(|f| f.domain.as_ref())
-        .collect();
+    // Decided per file: a domain may still have other files (mail) after its vhost has
+    // gone (htdocs removed, the last mailbox of a mail-only domain removed).
     let gone = |d: &String| {
-        !desired_domains.contains(d)
-            && !opts.keep.contains(d)
-            && !desired.failed.contains_key(d)
-            && opts.in_scope(Some(d))
+        !opts.keep.contains(d) && !desired.failed.contains_key(d) && opts.in_scope(Some(d))
     };
 
     let mut unlinks = Vec::new();

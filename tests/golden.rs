@@ -59,6 +59,7 @@ const CASES: &[&str] = &[
     "hand-edited",
     "idn",
     "skipped",
+    "webmail-only",
 ];
 
 /// Lines of a fixture file under `etc/` that start with this are a hand edit: they are left
@@ -166,6 +167,18 @@ impl Case {
         }
     }
 
+    /// Sets `[section] key = value` in the case's config file (and its loaded copy).
+    fn set_config(&mut self, section: &str, key: &str, value: toml::Value) {
+        let mut table: toml::Table =
+            toml::from_str(&fs::read_to_string(self.sb.config_path()).unwrap()).unwrap();
+        table[section]
+            .as_table_mut()
+            .unwrap()
+            .insert(key.into(), value);
+        fs::write(self.sb.config_path(), toml::to_string(&table).unwrap()).unwrap();
+        self.cfg = Config::load(self.sb.config_path(), true).unwrap();
+    }
+
     fn srv(&self, rel: &str) -> PathBuf {
         self.sb.srv().join(rel)
     }
@@ -252,22 +265,10 @@ impl Case {
     /// character of the file format).
     fn redact(&self, text: &str) -> String {
         let text = text.replace(&self.root, "<ROOT>");
-        let prefix = "Checksum MD5 ";
-        let mut out = String::with_capacity(text.len());
-        let mut rest = text.as_str();
-        while let Some(i) = rest.find(prefix) {
-            let after = &rest[i + prefix.len()..];
-            out.push_str(&rest[..i + prefix.len()]);
-            let hex = after.len() >= 32 && after.as_bytes()[..32].iter().all(u8::is_ascii_hexdigit);
-            if hex {
-                out.push_str("<md5>");
-                rest = &after[32..];
-            } else {
-                rest = after;
-            }
-        }
-        out.push_str(rest);
-        out
+        // Checksums, and the hash of a certificate chain (made fresh by every run) that
+        // Dovecot's per-domain file names.
+        let text = redact_hex(&text, "Checksum MD5 ", 32, "<md5>");
+        redact_hex(&text, "SHA-256 of the chain ", 64, "<sha256>")
     }
 
     /// Compares `actual` with `expected/<rel>` (or writes it, with `UPDATE_GOLDEN=1`).
@@ -601,6 +602,25 @@ impl Case {
             self.failures.join("\n\n")
         );
     }
+}
+
+/// Every `len` hex digits right after `prefix` in `text`, replaced by `with`.
+fn redact_hex(text: &str, prefix: &str, len: usize, with: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(prefix) {
+        let after = &rest[i + prefix.len()..];
+        out.push_str(&rest[..i + prefix.len()]);
+        let hex = after.len() >= len && after.as_bytes()[..len].iter().all(u8::is_ascii_hexdigit);
+        if hex {
+            out.push_str(with);
+            rest = &after[len..];
+        } else {
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A system user's name (ids differ between machines, names do not); customers' by number.
@@ -999,4 +1019,71 @@ fn idn_www_directory_in_its_own_right() {
     assert!(out.status.success());
     let v = vhost(&case, "xn--bcher-kva.test");
     assert!(!v.contains("ServerAlias www.xn--bcher-kva.test"), "{v}");
+}
+
+#[test]
+fn webmail_only() {
+    let mut case = Case::new("webmail-only");
+    case.set_config("webmail", "enabled", true.into());
+    // mailonly.test: mailboxes, no htdocs, a certificate: the webmail-only vhost with HTTPS.
+    case.cert(
+        "mailonly.test/config/ssl/sets/0",
+        &["mailonly.test", "www.mailonly.test"],
+        30,
+    );
+    case.symlink("mailonly.test/config/ssl/current", "sets/0", OWNER);
+    case.cert(
+        "dirhost.test/config",
+        &["dirhost.test", "www.dirhost.test"],
+        30,
+    );
+    // empty.test: an empty mailboxes/ (git keeps no empty directory): no vhost.
+    fs::create_dir_all(case.srv("empty.test/mailboxes")).unwrap();
+    case.own("empty.test", OWNER, OWNER);
+    let run = case.run();
+    assert!(run.apply.status.success());
+    use dirhost::model::VhostKind;
+    let kind = |d: &str| run.model.with_services(&case.cfg).vhost_kind(&case.cfg, d);
+    assert_eq!(kind("mailonly.test"), Some(VhostKind::WebmailOnly));
+    assert_eq!(kind("nocert.test"), Some(VhostKind::WebmailOnly));
+    // The host's own name needs no mailboxes: its webmail is for every domain.
+    assert_eq!(kind("dirhost.test"), Some(VhostKind::WebmailOnly));
+    assert_eq!(kind("site.test"), Some(VhostKind::Site));
+    assert_eq!(kind("off.test"), None);
+    assert_eq!(kind("empty.test"), None);
+
+    let v = vhost(&case, "mailonly.test");
+    // Nothing of the domain's directory is named, let alone served; no PHP pool of its own.
+    assert!(!v.contains("/srv/"), "{v}");
+    assert!(
+        v.contains("SSLEngine on") && v.contains("Alias /webmail/"),
+        "{v}"
+    );
+    assert!(
+        v.contains("SetEnv DIRHOST_WEBMAIL_DOMAIN mailonly.test"),
+        "{v}"
+    );
+    assert!(!case.path("etc/php/fpm/pool.d/mailonly.test.conf").exists());
+    // No certificate yet: port 80 only (challenges and the redirect), no webmail in clear.
+    let v = vhost(&case, "nocert.test");
+    assert!(
+        !v.contains("SSLEngine") && !v.contains("Alias /webmail/"),
+        "{v}"
+    );
+    assert!(v.contains("acme-challenge"), "{v}");
+    assert!(vhost(&case, "dirhost.test").contains("SetEnv DIRHOST_WEBMAIL_ANY_DOMAIN yes"));
+    // A site with mailboxes keeps its normal vhost, with /webmail/ in it.
+    let v = vhost(&case, "site.test");
+    assert!(
+        v.contains("public/htdocs") && v.contains("Alias /webmail/"),
+        "{v}"
+    );
+    for d in ["off.test", "empty.test"] {
+        assert!(
+            !case
+                .path(&format!("etc/apache2/sites-available/{d}.conf"))
+                .exists()
+        );
+    }
+    case.finish();
 }

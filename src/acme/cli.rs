@@ -105,10 +105,11 @@ pub struct SslRow {
 pub fn rows(cfg: &Config, now: i64) -> Result<Vec<SslRow>> {
     let model = crate::model::load(&cfg.paths.srv, now)?;
     let srv = &cfg.paths.srv;
+    let webmail_only = crate::model::vhost::webmail_only(cfg, &model);
     Ok(model
         .domains
         .values()
-        .filter(|d| d.web)
+        .filter(|d| d.web || webmail_only.contains(&d.name))
         .map(|d| {
             let st = state::load(cfg, &d.name);
             let names = d.all_names();

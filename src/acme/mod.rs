@@ -159,8 +159,9 @@ impl MaintainReport {
     }
 }
 
-/// One pass over every web domain at `now`: issue missing certificates, renew due ones,
-/// respect the backoff. New sets go live through one reconcile, then the hooks run.
+/// One pass over every domain with a vhost (sites, and mail-only domains with webmail) at
+/// `now`: issue missing certificates, renew due ones, respect the backoff. New sets go live
+/// through one reconcile, then the hooks run.
 pub fn maintain(cfg: &Config, config_path: &Path, now: i64) -> Result<MaintainReport> {
     maintain_with(cfg, config_path, now, &Options::default())
 }
@@ -199,6 +200,8 @@ fn maintain_until(
             report.domains.push(o);
         }
     }
+    // Mail-only domains with webmail have a vhost too (and need its certificate).
+    let webmail_only = model::vhost::webmail_only(cfg, &model);
     for d in model.domains.values() {
         if opts.only.as_ref().is_some_and(|o| !o.contains(&d.name)) {
             continue;
@@ -207,10 +210,13 @@ fn maintain_until(
             tracing::info!("certificate pass interrupted: stopping");
             break;
         }
-        if !d.web {
+        if !d.web && !webmail_only.contains(&d.name) {
             if opts.only.is_some() {
                 let mut o = Outcome::new(&d.name, Action::Skipped);
-                o.error = Some(format!("{}: no public/htdocs, not a web site", d.name));
+                o.error = Some(format!(
+                    "{}: no public/htdocs and no webmail, not served on the web",
+                    d.name
+                ));
                 report.domains.push(o);
             }
             continue;

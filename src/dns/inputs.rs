@@ -46,6 +46,7 @@ pub fn facts(srv: &Path, d: &Domain, mail_hostname: &str) -> Result<DomainFacts,
         dkim_selector: crate::mail::validate::dkim_selector(&flag("dkim")?, mail_hostname),
         mailboxes,
         receives_mail,
+        webmail_only: false, // set by the caller, which knows the model's vhosts
         warnings: Vec::new(),
     })
 }
@@ -165,8 +166,8 @@ pub fn gather(
 
     // The next key of each web domain with a certificate (the ACME module keeps it ahead of
     // the renewal so that its TLSA record is out for a TTL before it goes live).
-    for (name, (d, _)) in domains {
-        if d.web
+    for (name, (d, f)) in domains {
+        if (d.web || f.webmail_only)
             && d.cert.is_some()
             && matches!(
                 d.ssl_provider,

@@ -82,9 +82,11 @@ pub fn build(cfg: &Config, only: Option<&BTreeSet<String>>, now: i64) -> Result<
     }
     let mail_hostname = cfg.mail.hostname(cfg);
     let mut read: BTreeMap<String, (crate::model::Domain, records::DomainFacts)> = BTreeMap::new();
+    let webmail_only = crate::model::vhost::webmail_only(cfg, &model);
     for (name, d) in &model.domains {
         match inputs::facts(&cfg.paths.srv, d, &mail_hostname) {
-            Ok(f) => {
+            Ok(mut f) => {
+                f.webmail_only = webmail_only.contains(name);
                 read.insert(name.clone(), (d.clone(), f));
             }
             Err(e) => {

@@ -263,6 +263,9 @@ pub struct DomainFacts {
     /// Exim accepts mail for the domain (mailboxes, `config/aliases` or
     /// `config/default_forward`): it gets an MX.
     pub receives_mail: bool,
+    /// A webmail-only HTTPS vhost (a mail-only domain's `/webmail/`): its certificate gets
+    /// a TLSA record as a site's does.
+    pub webmail_only: bool,
     /// Problems found while reading, reported with the domain's warnings.
     pub warnings: Vec<String>,
 }
@@ -276,6 +279,7 @@ impl Default for DomainFacts {
             dkim_selector: None,
             mailboxes: false,
             receives_mail: false,
+            webmail_only: false,
             warnings: Vec::new(),
         }
     }
@@ -546,7 +550,7 @@ pub fn build(d: &Domain, f: &DomainFacts, host: &HostFacts, inputs: &DnsInputs) 
 
     // TLSA for HTTPS: the live certificate's key, and the next key during a rollover.
     let mut web_tlsa: Vec<String> = Vec::new();
-    if let (true, Some(cert)) = (d.web, &d.cert) {
+    if let (true, Some(cert)) = (d.web || f.webmail_only, &d.cert) {
         match leaf_spki(&cert.chain_pem) {
             Ok(spki) => web_tlsa.push(spki_sha256_hex(&spki)),
             Err(e) => warnings.push(format!(
@@ -1012,6 +1016,29 @@ mod tests {
             &inputs,
         );
         assert!(out.zones.iter().all(|z| z.tlsa_data().is_empty()));
+    }
+
+    #[test]
+    fn https_tlsa_needs_an_https_vhost() {
+        // (web, webmail-only vhost) → TLSA for HTTPS.
+        for (web, webmail_only, want) in [
+            (true, false, true),
+            (false, true, true),
+            (false, false, false),
+        ] {
+            let d = Domain { web, ..shop(true) };
+            let f = DomainFacts {
+                webmail_only,
+                ..DomainFacts::default()
+            };
+            let out = build(&d, &f, &host(&["192.0.2.1"]), &DnsInputs::default());
+            let z = &out.zones[0];
+            assert_eq!(
+                !values(z, "_443._tcp", RType::Tlsa).is_empty(),
+                want,
+                "web={web} webmail_only={webmail_only}"
+            );
+        }
     }
 
     #[test]

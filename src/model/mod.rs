@@ -10,6 +10,7 @@
 //! The model never writes and never spawns processes.
 
 pub mod validate;
+pub mod vhost;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -21,6 +22,7 @@ use serde::Serialize;
 use crate::certs;
 use crate::safefs::{self, Kind, Owner};
 use validate::{Flag, SslProvider};
+pub use vhost::VhostKind;
 
 /// Lowest uid/gid a domain owner may have (Sympl: system users own nothing in /srv).
 pub const MIN_OWNER_ID: u32 = 1000;
@@ -55,8 +57,8 @@ pub struct Services {
     pub php: BTreeMap<String, Result<crate::php::State, String>>,
     /// Every domain's mailboxes and mail settings.
     pub mail: crate::mail::MailModel,
-    /// Each served domain's webmail switch (`mailboxes/`, `config/webmail`), or why it was
-    /// refused. Empty when `[webmail]` is off.
+    /// Each domain's webmail switch (`mailboxes/`, `config/webmail`), or why it was refused;
+    /// for sites and mail-only domains alike. Empty when `[webmail]` is off.
     pub webmail: BTreeMap<String, Result<bool, String>>,
     /// Each served domain's statistics switch and credentials (`config/stats`,
     /// `config/stats-password`).
@@ -321,15 +323,23 @@ impl Model {
     /// Reads the PHP and mail files of every domain in the model (through `safefs`, as the
     /// owner) into [`Model::services`]. Problems are per domain, recorded there.
     pub fn load_services(&mut self, cfg: &crate::config::Config) {
-        let web: Vec<&Domain> = self.domains.values().filter(|d| d.web).collect();
         let webmail_on = crate::webmail::enabled(cfg);
+        // PHP and statistics are read for sites only; the webmail switch for every domain
+        // (a mail-only domain gets a webmail-only vhost, see [`vhost`]).
+        let all: Vec<&Domain> = self
+            .domains
+            .values()
+            .filter(|d| d.web || webmail_on)
+            .collect();
         let host = cfg.hostname();
-        let per_domain = par_map(&web, |d| {
+        let per_domain = par_map(&all, |d| {
             let config = self.config_files(&d.name);
-            let php = crate::php::read_known(cfg, &cfg.paths.srv, d, config);
+            let php = d
+                .web
+                .then(|| crate::php::read_known(cfg, &cfg.paths.srv, d, config));
             let webmail =
                 webmail_on.then(|| crate::webmail::wanted(&cfg.paths.srv, d, d.name == host));
-            let stats = crate::stats::read(&cfg.paths.srv, d);
+            let stats = d.web.then(|| crate::stats::read(&cfg.paths.srv, d));
             (d.name.clone(), php, webmail, stats)
         });
         let (mut php, mut webmail, mut stats) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
@@ -337,8 +347,12 @@ impl Model {
             if let Some(w) = w {
                 webmail.insert(name.clone(), w);
             }
-            stats.insert(name.clone(), s);
-            php.insert(name, p);
+            if let Some(s) = s {
+                stats.insert(name.clone(), s);
+            }
+            if let Some(p) = p {
+                php.insert(name, p);
+            }
         }
         let mail = crate::mail::load_prepared(cfg, self);
         self.services = Some(Services {

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::checksum;
 use crate::config::Config;
-use crate::model::{Domain, Model};
+use crate::model::{Domain, Model, VhostKind};
 
 pub mod mail;
 pub mod php;
@@ -149,6 +149,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "apache/site-defaults.tera",
         include_str!("../../templates/apache/site-defaults.tera"),
+    ),
+    (
+        WEBMAIL_SITE_TEMPLATE,
+        include_str!("../../templates/apache/webmail-site.conf.tera"),
     ),
 ];
 
@@ -338,8 +342,31 @@ pub fn render(
         service: Service::Apache,
     });
 
-    let web: Vec<&Domain> = model.domains.values().filter(|d| d.web).collect();
-    let rendered = crate::model::par_map(&web, |d| {
+    // Every domain with a vhost: sites, and mail-only domains whose webmail is wanted.
+    let web: Vec<(&Domain, VhostKind)> = model
+        .domains
+        .values()
+        .filter_map(|d| Some((d, model.vhost_kind(cfg, &d.name)?)))
+        .collect();
+    let rendered = crate::model::par_map(&web, |&(d, kind)| {
+        if kind == VhostKind::WebmailOnly {
+            let wanted = services.webmail.get(&d.name).cloned().unwrap_or(Ok(false));
+            return match crate::webmail::site_view(cfg, d, wanted)? {
+                // Webmail unusable on this server (reported once below): no vhost at all.
+                None => Ok(None),
+                Some(webmail) => render_site(
+                    d,
+                    cfg,
+                    &layout,
+                    tera,
+                    WEBMAIL_SITE_TEMPLATE,
+                    php::ApacheView::none(),
+                    Some(webmail),
+                    crate::stats::ApacheView::default(),
+                )
+                .map(Some),
+            };
+        }
         // PHP first: a refused config/php or config/php.ini leaves the whole domain as it was.
         let state = services
             .php
@@ -357,14 +384,24 @@ pub fn render(
                 .map_or_else(crate::stats::ApacheView::default, |s| {
                     crate::stats::apache_view(cfg, d, s)
                 });
-            let (mut files, link) = render_site(d, cfg, &layout, tera, view, webmail, stats)?;
+            let (mut files, link) = render_site(
+                d,
+                cfg,
+                &layout,
+                tera,
+                "apache/site.conf.tera",
+                view,
+                webmail,
+                stats,
+            )?;
             files.extend(pool);
-            Ok((files, link))
+            Ok(Some((files, link)))
         })
     });
-    for (d, rendered) in web.into_iter().zip(rendered) {
+    for ((d, _), rendered) in web.into_iter().zip(rendered) {
         match rendered {
-            Ok((files, link)) => {
+            Ok(None) => {}
+            Ok(Some((files, link))) => {
                 out.files.extend(files);
                 out.links.push(link);
             }
@@ -447,11 +484,16 @@ struct SslView {
     key: String,
 }
 
+/// The vhost of a mail-only domain ([`VhostKind::WebmailOnly`]).
+pub const WEBMAIL_SITE_TEMPLATE: &str = "apache/webmail-site.conf.tera";
+
+#[allow(clippy::too_many_arguments)]
 fn render_site(
     d: &Domain,
     cfg: &Config,
     layout: &Layout,
     tera: &tera::Tera,
+    template: &str,
     php: php::ApacheView,
     webmail: Option<crate::webmail::ApacheView>,
     stats: crate::stats::ApacheView,
@@ -513,11 +555,8 @@ fn render_site(
         stats,
     };
     let text = tera
-        .render(
-            "apache/site.conf.tera",
-            &tera::Context::from_serialize(&view)?,
-        )
-        .context("failed to render apache/site.conf.tera")?;
+        .render(template, &tera::Context::from_serialize(&view)?)
+        .with_context(|| format!("failed to render {template}"))?;
     let path = layout.site_file(&d.name);
     let link = DesiredLink {
         path: layout.sites_enabled.join(format!("{}.conf", d.name)),

@@ -37,6 +37,14 @@ pub struct ApacheView {
 }
 
 impl ApacheView {
+    /// No PHP of the domain's own (a webmail-only vhost): `.php` is refused.
+    pub fn none() -> Self {
+        Self {
+            mode: "none",
+            socket: String::new(),
+        }
+    }
+
     /// The view for a domain in `state`, or the error that leaves it out.
     pub fn new(cfg: &Config, d: &Domain, state: &State) -> Result<Self> {
         Ok(match state {
