@@ -149,6 +149,10 @@ pub fn load(srv: &Path, now: i64) -> anyhow::Result<Model> {
 /// alias symlinks and `www.` directories; other domains' directories are not touched.
 pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> anyhow::Result<Model> {
     let mut entries = list_srv(srv)?;
+    // One descriptor of /srv for the whole load: each entry is looked at, and each domain
+    // directory opened, relative to it (not by opening /srv again per file).
+    let srv_dir = safefs::Dir::open_base(srv)
+        .map_err(|e| anyhow::anyhow!("failed to open {}: {e}", srv.display()))?;
     if only.is_none() {
         // A full load visits every entry: in name order. A scoped one sorts only what it
         // keeps (sorting 10,000 names was a third of a scoped load).
@@ -199,7 +203,7 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
             maybe_aliases.push(raw);
             continue;
         }
-        let st = match lstat(srv, raw) {
+        let st = match lstat(&srv_dir, raw) {
             Ok(Some(st)) => st,
             Ok(None) => continue, // vanished while we looked
             Err(e) => {
@@ -252,7 +256,7 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
             if !points_here {
                 continue;
             }
-            match lstat(srv, raw) {
+            match lstat(&srv_dir, raw) {
                 Ok(Some(st)) if st.kind == Kind::Symlink => links.push((raw.to_string(), st)),
                 Ok(_) => {}
                 Err(e) => model.skip(raw, e.to_string()),
@@ -291,7 +295,7 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
         })
         .collect();
     let read = par_map(&pending, |(raw, ascii, st, all_aliases)| {
-        read_domain(srv, raw, ascii, st, all_aliases.clone(), now)
+        read_domain(&srv_dir, raw, ascii, st, all_aliases.clone(), now)
     });
     for ((raw, ascii, _, _), result) in pending.into_iter().zip(read) {
         match result {
@@ -407,8 +411,8 @@ fn list_srv(srv: &Path) -> anyhow::Result<Vec<(OsString, Option<std::fs::FileTyp
     Ok(out)
 }
 
-fn lstat(srv: &Path, rel: &str) -> Result<Option<Stat>, safefs::SafeError> {
-    safefs::stat(srv, Path::new(rel))
+fn lstat(srv: &safefs::Dir, rel: &str) -> Result<Option<Stat>, safefs::SafeError> {
+    srv.stat(Path::new(rel))
 }
 
 /// Sympl's rule: system users (uid or gid below 1000) own nothing that dirhost serves.
@@ -490,8 +494,11 @@ const VALUE_FILES: &[&str] = &[
     "hsts",
 ];
 
+/// Reads one domain through a handle of its directory (one walk from /srv per domain; the
+/// handle also pins the directory whose owner was checked), `config/` through a handle of
+/// its own, and the files read as the owner in batches (one credential switch per batch).
 fn read_domain(
-    srv: &Path,
+    srv: &safefs::Dir,
     raw: &str,
     ascii: &str,
     st: &Stat,
@@ -502,29 +509,40 @@ fn read_domain(
         uid: st.uid,
         gid: st.gid,
     };
-    let rel = |p: &str| PathBuf::from(raw).join(p);
-    let config_names: BTreeSet<String> = match safefs::list_dir(srv, &rel("config")) {
-        Ok(Some(names)) => names
+    let dir = match srv.open_dir(Path::new(raw)) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return Err("the directory vanished while it was read".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    match dir.stat(Path::new("")) {
+        Ok(Some(held)) if (held.dev, held.ino) == (st.dev, st.ino) => {}
+        Ok(_) => return Err("the directory was replaced while it was read".into()),
+        Err(e) => return Err(e.to_string()),
+    }
+    let config = dir
+        .open_dir(Path::new("config"))
+        .map_err(|e| format!("config/: {e}"))?;
+    let config_names: BTreeSet<String> = match config.as_ref().map(|c| c.list_dir(Path::new(""))) {
+        Some(Ok(Some(names))) => names
             .into_iter()
             .filter_map(|n| n.into_string().ok())
             .collect(),
-        Ok(None) => BTreeSet::new(),
-        Err(e) => return Err(format!("config/: {e}")),
+        None | Some(Ok(None)) => BTreeSet::new(),
+        Some(Err(e)) => return Err(format!("config/: {e}")),
     };
     let mut values: BTreeMap<&str, Flag> = BTreeMap::new();
-    for name in VALUE_FILES {
-        if !config_names.contains(*name) {
-            continue;
+    if let Some(config) = &config {
+        let as_owner = config.as_owner(owner);
+        for name in VALUE_FILES {
+            if !config_names.contains(*name) {
+                continue;
+            }
+            let bytes = as_owner
+                .read(Path::new(name), safefs::MAX_VALUE_FILE)
+                .map_err(|e| format!("config/{name}: {e}"))?;
+            let flag = Flag::parse(bytes.as_deref()).map_err(|e| format!("config/{name}: {e}"))?;
+            values.insert(name, flag);
         }
-        let bytes = safefs::read(
-            srv,
-            &rel(&format!("config/{name}")),
-            owner,
-            safefs::MAX_VALUE_FILE,
-        )
-        .map_err(|e| format!("config/{name}: {e}"))?;
-        let flag = Flag::parse(bytes.as_deref()).map_err(|e| format!("config/{name}: {e}"))?;
-        values.insert(name, flag);
     }
     let flag = |n: &str| values.get(n).cloned().unwrap_or(Flag::Unset);
 
@@ -538,7 +556,7 @@ fn read_domain(
     let mandatory_ssl = flag("mandatory-ssl").is_on() || flag("ssl-only").is_on();
     let hsts = !(flag("no-hsts").is_on() || flag("hsts") == Flag::False);
 
-    let web = match safefs::stat(srv, &rel("public/htdocs")) {
+    let web = match dir.stat(Path::new("public/htdocs")) {
         Ok(Some(s)) if s.kind == Kind::Dir => true,
         Ok(Some(s)) if s.kind == Kind::Symlink => {
             warnings.push(
@@ -553,7 +571,7 @@ fn read_domain(
     let mut domain = Domain {
         name: ascii.to_string(),
         dir_name: raw.to_string(),
-        dir: srv.join(raw),
+        dir: srv.path().join(raw),
         uid: st.uid,
         gid: st.gid,
         aliases,
@@ -565,8 +583,10 @@ fn read_domain(
         cert: None,
         warnings,
     };
-    let (cert, mut cert_warnings) =
-        current_cert_set(srv, raw, owner, &config_names, &domain.all_names(), now);
+    let (cert, mut cert_warnings) = match &config {
+        Some(config) => current_cert_set(config, owner, &config_names, &domain.all_names(), now),
+        None => (None, Vec::new()),
+    };
     if let Some(c) = cert.as_ref().filter(|c| !c.uncovered.is_empty()) {
         cert_warnings.push(format!(
             "certificate set {} does not cover {}: HTTPS for those names shows a certificate error",
@@ -587,17 +607,15 @@ fn read_domain(
 /// never takes a working certificate away); else the legacy files directly in `config/`.
 /// Problems come back as warnings: the site is still served.
 fn current_cert_set(
-    srv: &Path,
-    raw: &str,
+    config: &safefs::Dir,
     owner: Owner,
     config_names: &BTreeSet<String>,
     names: &[String],
     now: i64,
 ) -> (Option<CertSet>, Vec<String>) {
-    let base = PathBuf::from(raw).join("config");
     let mut warnings = Vec::new();
     if config_names.contains("ssl") {
-        let current = match safefs::read_link(srv, &base.join("ssl/current")) {
+        let current = match config.read_link(Path::new("ssl/current")) {
             Ok(Some(target)) => match set_from_link(&target) {
                 Some(set) => Some(set),
                 None => {
@@ -615,12 +633,12 @@ fn current_cert_set(
             }
         };
         if let Some(set) = &current {
-            match read_set(srv, &base, owner, set, names, now) {
+            match read_set(config, owner, set, names, now) {
                 Ok(c) => return (Some(c), warnings),
                 Err(w) => warnings.push(w),
             }
         }
-        let sets: Vec<String> = match safefs::list_dir(srv, &base.join("ssl/sets")) {
+        let sets: Vec<String> = match config.list_dir(Path::new("ssl/sets")) {
             Ok(Some(v)) => v.into_iter().filter_map(|n| n.into_string().ok()).collect(),
             Ok(None) => Vec::new(),
             Err(e) => {
@@ -633,7 +651,7 @@ fn current_cert_set(
             .iter()
             .filter(|n| validate::set_name(n) && Some(*n) != current.as_ref())
             .filter_map(|n| {
-                read_set(srv, &base, owner, n, names, now)
+                read_set(config, owner, n, names, now)
                     .map_err(|w| broken.push(w))
                     .ok()
             })
@@ -648,7 +666,7 @@ fn current_cert_set(
         // expired sets are normal history and stay quiet).
         warnings.extend(broken);
     }
-    match legacy_set(srv, &base, owner, config_names, names, now) {
+    match legacy_set(config, owner, config_names, names, now) {
         Ok(c) => (c, warnings),
         Err(w) => {
             warnings.push(w);
@@ -658,20 +676,24 @@ fn current_cert_set(
 }
 
 fn read_set(
-    srv: &Path,
-    base: &Path,
+    config: &safefs::Dir,
     owner: Owner,
     set: &str,
     names: &[String],
     now: i64,
 ) -> Result<CertSet, String> {
-    let dir = base.join("ssl/sets").join(set);
-    let files: BTreeSet<String> = match safefs::list_dir(srv, &dir) {
-        Ok(Some(f)) => f.into_iter().filter_map(|n| n.into_string().ok()).collect(),
-        Ok(None) => return Err(format!("certificate set {set} does not exist")),
+    let missing = || format!("certificate set {set} does not exist");
+    let dir = match config.open_dir(&Path::new("ssl/sets").join(set)) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return Err(missing()),
         Err(e) => return Err(format!("certificate set {set}: {e}")),
     };
-    load_set(srv, &dir, owner, &files, set, names, now)
+    let files: BTreeSet<String> = match dir.list_dir(Path::new("")) {
+        Ok(Some(f)) => f.into_iter().filter_map(|n| n.into_string().ok()).collect(),
+        Ok(None) => return Err(missing()),
+        Err(e) => return Err(format!("certificate set {set}: {e}")),
+    };
+    load_set(&dir, owner, &files, set, names, now)
 }
 
 /// `sets/<N>` or `<anything>/config/ssl/sets/<N>` → `N`, when `N` is a valid set name.
@@ -689,8 +711,7 @@ fn set_from_link(target: &Path) -> Option<String> {
 }
 
 fn legacy_set(
-    srv: &Path,
-    base: &Path,
+    config: &safefs::Dir,
     owner: Owner,
     config_names: &BTreeSet<String>,
     names: &[String],
@@ -702,25 +723,27 @@ fn legacy_set(
     if !has_any {
         return Ok(None);
     }
-    load_set(srv, base, owner, config_names, "legacy", names, now).map(Some)
+    load_set(config, owner, config_names, "legacy", names, now).map(Some)
 }
 
 /// Reads and verifies a set's files. Certificates come from ssl.crt/ssl.cert/ssl.pem/
 /// ssl.combined then ssl.bundle; the key from ssl.key, else from a combined file.
 fn load_set(
-    srv: &Path,
-    dir: &Path,
+    dir: &safefs::Dir,
     owner: Owner,
     files: &BTreeSet<String>,
     set: &str,
     names: &[String],
     now: i64,
 ) -> Result<CertSet, String> {
+    // The set's files in one batch as the owner (dropped before verifying).
+    let as_owner = dir.as_owner(owner);
     let read = |f: &str| -> Result<Option<certs::Pem>, String> {
         if !files.contains(f) {
             return Ok(None);
         }
-        let bytes = safefs::read(srv, &dir.join(f), owner, safefs::MAX_VALUE_FILE)
+        let bytes = as_owner
+            .read(Path::new(f), safefs::MAX_VALUE_FILE)
             .map_err(|e| format!("certificate set {set}: {e}"))?;
         match bytes {
             None => Ok(None),
@@ -752,6 +775,7 @@ fn load_set(
             }
         }
     }
+    drop(as_owner);
     // The set must cover the domain itself; names it leaves out (a `www.` or alias whose DNS
     // does not point here yet, so the CA could not validate it) are reported, not fatal.
     let info = certs::verify_set(&pem, &names[..names.len().min(1)], now)
