@@ -264,7 +264,7 @@ impl Dir {
     /// switched once, at the first read, instead of around each read.
     pub fn as_owner(&self, owner: Owner) -> AsOwner<'_> {
         AsOwner {
-            dir: Some(self),
+            dir: Src::Dir(self),
             owner,
             acting: std::cell::RefCell::new(None),
         }
@@ -282,10 +282,17 @@ impl Dir {
 /// before the thread does anything else. Not `Send` (the credentials are per thread): it is
 /// dropped on the thread that switched, on every path, an error or a panic included.
 pub struct AsOwner<'a> {
-    /// `None`: the directory does not exist (every read is absent).
-    dir: Option<&'a Dir>,
+    dir: Src<'a>,
     owner: Owner,
     acting: std::cell::RefCell<Option<ActingAs>>,
+}
+
+/// Where an [`AsOwner`] reads.
+enum Src<'a> {
+    Dir(&'a Dir),
+    /// Opened (as the caller, before any switch) at the first read; absent: every read is
+    /// absent.
+    Lazy(&'a LazyDir<'a>),
 }
 
 impl AsOwner<'_> {
@@ -307,8 +314,12 @@ impl AsOwner<'_> {
 
     /// Validates `rel` and acts as the owner from now on (once).
     fn prepare(&self, rel: &Path) -> SafeResult<Option<(&Dir, Rel<'_>)>> {
-        let Some(dir) = self.dir else {
-            return Ok(None);
+        let dir = match self.dir {
+            Src::Dir(dir) => dir,
+            Src::Lazy(lazy) => match lazy.get()? {
+                Some(dir) => dir,
+                None => return Ok(None),
+            },
         };
         let parsed = Rel::parse(&dir.path, rel)?;
         parsed.split_last()?;
@@ -369,13 +380,14 @@ impl<'a> LazyDir<'a> {
         self.get()?.map_or(Ok(None), |d| d.read_link(rel))
     }
 
-    /// [`Dir::as_owner`] (opens the directory first, as the caller).
-    pub fn as_owner(&self, owner: Owner) -> SafeResult<AsOwner<'_>> {
-        Ok(AsOwner {
-            dir: self.get()?,
+    /// [`Dir::as_owner`]. The directory is opened (as the caller) at the first read, not
+    /// before: a batch whose every read is skipped opens nothing.
+    pub fn as_owner(&self, owner: Owner) -> AsOwner<'_> {
+        AsOwner {
+            dir: Src::Lazy(self),
             owner,
             acting: std::cell::RefCell::new(None),
-        })
+        }
     }
 }
 
@@ -2356,7 +2368,7 @@ mod tests {
                 );
             }
             assert_ids_restored();
-            let got = lazy.as_owner(owner).unwrap().read(p(rel), *limit);
+            let got = lazy.as_owner(owner).read(p(rel), *limit);
             assert_ids_restored();
             check(b, &what("LazyDir::as_owner"), got, want, Vec::clone);
             // open_read: the same checks, no limit.
@@ -2498,7 +2510,7 @@ mod tests {
         assert_eq!(lazy.list_dir(p("")).unwrap(), None);
         assert_eq!(lazy.read_link(p("x")).unwrap(), None);
         assert_eq!(lazy.read(p("x"), me(), 10).unwrap(), None);
-        assert_eq!(lazy.as_owner(me()).unwrap().read(p("x"), 10).unwrap(), None);
+        assert_eq!(lazy.as_owner(me()).read(p("x"), 10).unwrap(), None);
         // ... and of a symlink: refused at every use.
         let lazy = LazyDir::new(b, p("dom-link"));
         for _ in 0..2 {

@@ -330,10 +330,11 @@ impl Model {
         let host = cfg.hostname();
         let per_domain = par_map(&web, |d| {
             let config = self.config_files(&d.name);
-            let php = crate::php::read_known(cfg, &cfg.paths.srv, d, config);
-            let webmail =
-                webmail_on.then(|| crate::webmail::wanted(&cfg.paths.srv, d, d.name == host));
-            let stats = crate::stats::read(&cfg.paths.srv, d);
+            // One handle of the domain's directory for its reads, opened only if one is needed.
+            let dir = safefs::LazyDir::new(&cfg.paths.srv, Path::new(&d.dir_name));
+            let php = crate::php::read_known(cfg, &dir, d, config);
+            let webmail = webmail_on.then(|| crate::webmail::wanted_in(&dir, d, d.name == host));
+            let stats = crate::stats::read_in(&dir, d, config);
             (d.name.clone(), php, webmail, stats)
         });
         let (mut php, mut webmail, mut stats) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
