@@ -11,6 +11,12 @@
 //!   so no symlink is ever followed below `base` ([`SafeError::Symlink`] instead).
 //! * Reading small value/flag files: regular files only, opened without blocking, bounded
 //!   by a size limit that is enforced on the actual read, not just on `fstat`.
+//! * Directory handles: [`Dir`] holds a directory opened by that walk, and every read-side
+//!   function has a method on it that walks `rel` below the held descriptor (the free
+//!   functions are the same code, starting from a freshly opened `base`). A domain's reads
+//!   then cost one walk to `/srv/<domain>`, and the directory cannot be swapped between
+//!   them. [`AsOwner`] batches reads as the owner under one credential switch; [`LazyDir`]
+//!   opens a directory only when something is read from it.
 //! * Writing: atomic replace (temp file + `renameat` + `fsync`), atomic symlink replace,
 //!   appending (log files), `mkdir -p`, unlink — all relative to directory fds obtained by
 //!   the same walk.
@@ -35,7 +41,8 @@
 //! * Open anything but a regular file for reading, or block on open/read.
 //! * Read an unbounded amount of data into memory.
 //! * Leave a temp file behind on error, or leave the thread with a customer's fsuid/fsgid
-//!   (or without its supplementary groups) after returning.
+//!   (or without its supplementary groups) after returning (an [`AsOwner`] batch keeps
+//!   them until it is dropped, on purpose, and restores them then on every path).
 //! * Call `chown`/`chmod` by path, or any other path-based syscall below `base`.
 //!
 //! `base` itself is trusted (the caller picked it, e.g. `/srv/example.com` or `/srv`): it is
