@@ -343,16 +343,33 @@ impl AsOwner<'_> {
 /// Absent directory: every read is absent. A failed open is not remembered (the next use
 /// tries again and reports it again).
 pub struct LazyDir<'a> {
-    base: &'a Path,
+    base: Base<'a>,
     rel: &'a Path,
     dir: std::cell::OnceCell<Option<Dir>>,
+}
+
+/// Where a [`LazyDir`] walks from.
+enum Base<'a> {
+    /// A trusted path, opened for the walk.
+    Path(&'a Path),
+    /// A held directory (e.g. `/srv`, opened once for a whole pass).
+    Dir(&'a Dir),
 }
 
 impl<'a> LazyDir<'a> {
     /// base/rel, opened as [`Dir::open`] does when first needed.
     pub fn new(base: &'a Path, rel: &'a Path) -> Self {
         Self {
-            base,
+            base: Base::Path(base),
+            rel,
+            dir: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// parent/rel, opened as [`Dir::open_dir`] does when first needed.
+    pub fn below(parent: &'a Dir, rel: &'a Path) -> Self {
+        Self {
+            base: Base::Dir(parent),
             rel,
             dir: std::cell::OnceCell::new(),
         }
@@ -363,7 +380,10 @@ impl<'a> LazyDir<'a> {
         if let Some(d) = self.dir.get() {
             return Ok(d.as_ref());
         }
-        let opened = Dir::open(self.base, self.rel)?;
+        let opened = match self.base {
+            Base::Path(base) => Dir::open(base, self.rel)?,
+            Base::Dir(parent) => parent.open_dir(self.rel)?,
+        };
         Ok(self.dir.get_or_init(|| opened).as_ref())
     }
 
@@ -2347,6 +2367,8 @@ mod tests {
         let dir = Dir::open(b, p("dom")).unwrap().unwrap();
         assert_eq!(dir.path(), b.join("dom"));
         let lazy = LazyDir::new(b, p("dom"));
+        let base = Dir::open_base(b).unwrap();
+        let below = LazyDir::below(&base, p("dom"));
         let one_batch = dir.as_owner(owner);
         for (rel, limit, want) in &handle_cases() {
             let what = |how: &str| format!("{how} {rel:?} limit {limit}");
@@ -2364,6 +2386,9 @@ mod tests {
             let got = lazy.read(p(rel), owner, *limit);
             assert_ids_restored();
             check(b, &what("LazyDir::read"), got, want, Vec::clone);
+            let got = below.as_owner(owner).read(p(rel), *limit);
+            assert_ids_restored();
+            check(b, &what("LazyDir::below"), got, want, Vec::clone);
             {
                 let batch = dir.as_owner(owner);
                 check(
@@ -2519,10 +2544,18 @@ mod tests {
         assert_eq!(lazy.read(p("x"), me(), 10).unwrap(), None);
         assert_eq!(lazy.as_owner(me()).read(p("x"), 10).unwrap(), None);
         // ... and of a symlink: refused at every use.
-        let lazy = LazyDir::new(b, p("dom-link"));
-        for _ in 0..2 {
-            let got = lazy.read(p("config/ip"), me(), 10);
-            assert!(matches!(got, Err(SafeError::Symlink { .. })), "{got:?}");
+        let base = Dir::open_base(b).unwrap();
+        for lazy in [
+            LazyDir::new(b, p("dom-link")),
+            LazyDir::below(&base, p("dom-link")),
+        ] {
+            for _ in 0..2 {
+                let got = lazy.read(p("config/ip"), me(), 10);
+                assert!(
+                    matches!(&got, Err(SafeError::Symlink { path }) if *path == b.join("dom-link")),
+                    "{got:?}"
+                );
+            }
         }
         assert_ids_restored();
     }

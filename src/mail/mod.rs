@@ -229,6 +229,8 @@ fn load_inner(
 ) -> MailModel {
     let mut out = MailModel::default();
     let domains: Vec<&Domain> = model.domains.values().collect();
+    // One descriptor of /srv for the pass (if it cannot be opened, each domain says why).
+    let srv_dir = safefs::Dir::open_base(srv).ok();
     let read = crate::model::par_map(&domains, |d| {
         // The model's listing of `config/`, when it has one, spares a read per absent file.
         let known = Known {
@@ -236,7 +238,11 @@ fn load_inner(
             symlinks: model.symlink_aliases(&d.name),
         };
         // One handle of the domain's directory for all its reads (opened at the first).
-        let dir = safefs::LazyDir::new(srv, Path::new(&d.dir_name));
+        let rel = Path::new(&d.dir_name);
+        let dir = match &srv_dir {
+            Some(srv_dir) => safefs::LazyDir::below(srv_dir, rel),
+            None => safefs::LazyDir::new(srv, rel),
+        };
         let mut m = read_domain(&dir, srv, d, known, hostname)?;
         if let (Some(m), Some(layout)) = (m.as_mut(), prepare_with) {
             prepare(layout, m)?;

@@ -328,10 +328,14 @@ impl Model {
         let web: Vec<&Domain> = self.domains.values().filter(|d| d.web).collect();
         let webmail_on = crate::webmail::enabled(cfg);
         let host = cfg.hostname();
+        let srv_dir = safefs::Dir::open_base(&cfg.paths.srv).ok();
         let per_domain = par_map(&web, |d| {
             let config = self.config_files(&d.name);
             // One handle of the domain's directory for its reads, opened only if one is needed.
-            let dir = safefs::LazyDir::new(&cfg.paths.srv, Path::new(&d.dir_name));
+            let dir = match &srv_dir {
+                Some(srv) => safefs::LazyDir::below(srv, Path::new(&d.dir_name)),
+                None => safefs::LazyDir::new(&cfg.paths.srv, Path::new(&d.dir_name)),
+            };
             let php = crate::php::read_known(cfg, &dir, d, config);
             let webmail = webmail_on.then(|| crate::webmail::wanted_in(&dir, d, d.name == host));
             let stats = crate::stats::read_in(&dir, d, config);
