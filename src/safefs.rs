@@ -197,7 +197,11 @@ pub fn read_link(base: &Path, rel: &Path) -> SafeResult<Option<PathBuf>> {
 /// Opening a handle does not act as anyone: like [`stat`], it runs with the caller's ids.
 /// [`Dir::read`] and [`Dir::open_read`] act as the owner for the walk below the handle and
 /// the open, exactly like [`read`] and [`open_read`]; the kernel checks the owner's search
-/// permission on the handle's directory for each lookup in it.
+/// permission on the handle's directory for each lookup in it. So the owner's permissions
+/// are checked from the handle's directory down, not on the components walked to open it
+/// (as the caller): read as the owner from a handle of the domain's directory (the
+/// owner's own), and use handles of deeper directories opened as the caller for listings
+/// only, or [`AsOwner::open_dir`], which walks as the owner.
 #[derive(Debug)]
 pub struct Dir {
     fd: OwnedFd,
@@ -319,22 +323,69 @@ impl AsOwner<'_> {
         open_read_in(dir.fd.as_fd(), &rel)
     }
 
+    /// Opens the directory `rel` below the batch's directory, walking AS THE OWNER (as a
+    /// read would), for several reads in it: `a/b/c/f1` and `a/b/c/f2` with one walk, the
+    /// owner's permissions checked on every component as they would be for each read.
+    /// Ok(None) when absent.
+    pub fn open_dir(&self, rel: &Path) -> SafeResult<Option<OwnerDir<'_>>> {
+        let Some(dir) = self.resolve()? else {
+            return Ok(None);
+        };
+        let parsed = Rel::parse(&dir.path, rel)?;
+        self.switch(&parsed.full())?;
+        Ok(open_dir_in(dir.fd.as_fd(), &parsed)?.map(|dir| OwnerDir {
+            dir,
+            _batch: PhantomData,
+        }))
+    }
+
     /// Validates `rel` and acts as the owner from now on (once).
     fn prepare(&self, rel: &Path) -> SafeResult<Option<(&Dir, Rel<'_>)>> {
-        let dir = match self.dir {
-            Src::Dir(dir) => dir,
-            Src::Lazy(lazy) => match lazy.get()? {
-                Some(dir) => dir,
-                None => return Ok(None),
-            },
+        let Some(dir) = self.resolve()? else {
+            return Ok(None);
         };
         let parsed = Rel::parse(&dir.path, rel)?;
         parsed.split_last()?;
+        self.switch(&parsed.full())?;
+        Ok(Some((dir, parsed)))
+    }
+
+    /// The directory (opening a lazy one, as the caller: before any switch).
+    fn resolve(&self) -> SafeResult<Option<&Dir>> {
+        match self.dir {
+            Src::Dir(dir) => Ok(Some(dir)),
+            Src::Lazy(lazy) => lazy.get(),
+        }
+    }
+
+    /// Acts as the owner from now on, if not yet.
+    fn switch(&self, path: &Path) -> SafeResult<()> {
         let mut acting = self.acting.borrow_mut();
         if acting.is_none() {
-            *acting = Some(ActingAs::become_owner(self.owner, &parsed.full())?);
+            *acting = Some(ActingAs::become_owner(self.owner, path)?);
         }
-        Ok(Some((dir, parsed)))
+        Ok(())
+    }
+}
+
+/// A directory an [`AsOwner`] batch opened as the owner ([`AsOwner::open_dir`]); its reads
+/// belong to the batch (no switch of their own) and it cannot outlive it.
+pub struct OwnerDir<'a> {
+    dir: Dir,
+    _batch: PhantomData<&'a AsOwner<'a>>,
+}
+
+impl OwnerDir<'_> {
+    /// [`read`] below this directory, as the batch's owner.
+    pub fn read(&self, rel: &Path, limit: u64) -> SafeResult<Option<Vec<u8>>> {
+        let rel = Rel::parse(&self.dir.path, rel)?;
+        rel.split_last()?;
+        read_in(self.dir.fd.as_fd(), &rel, limit)
+    }
+
+    /// The path it was opened as (for messages).
+    pub fn path(&self) -> &Path {
+        &self.dir.path
     }
 }
 
@@ -2667,6 +2718,82 @@ mod tests {
         assert_eq!(after, (0, 0, vec![0, 4]));
         assert!(early_err.contains("NotRegular"), "{early_err}");
         assert_eq!(after_err, (0, 0, vec![0, 4]));
+        assert_ids_restored();
+    }
+
+    /// The owner's permissions are checked on every component from the handle down, and
+    /// [`AsOwner::open_dir`] walks as the owner: a root-only directory in between refuses.
+    #[test]
+    fn owner_reads_check_every_component_below_the_handle() {
+        if !is_root() {
+            return;
+        }
+        let t = tree();
+        let b = t.path();
+        let outside = TempDir::new().unwrap();
+        handle_tree(b, outside.path());
+        let dom = b.join("dom");
+        fs::create_dir_all(dom.join("locked/inner")).unwrap();
+        fs::set_permissions(dom.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();
+        write(
+            &dom.join("locked/inner/f"),
+            b"behind a root-only directory",
+            0o644,
+        );
+        let dir = Dir::open(b, p("dom")).unwrap().unwrap();
+
+        let denied = |what: &str, got: SafeResult<()>| {
+            assert!(
+                matches!(&got, Err(SafeError::Io { source, .. }) if source.kind() == ErrorKind::PermissionDenied),
+                "{what}: {got:?}"
+            );
+        };
+        denied(
+            "read",
+            read(b, p("dom/locked/inner/f"), CUSTOMER, 100).map(drop),
+        );
+        denied(
+            "Dir::read",
+            dir.read(p("locked/inner/f"), CUSTOMER, 100).map(drop),
+        );
+        {
+            let batch = dir.as_owner(CUSTOMER);
+            denied(
+                "AsOwner::read",
+                batch.read(p("locked/inner/f"), 100).map(drop),
+            );
+            denied(
+                "AsOwner::open_dir",
+                batch.open_dir(p("locked/inner")).map(drop),
+            );
+        }
+        assert_ids_restored();
+
+        // A directory opened by the batch: its reads are the batch's, as the owner.
+        let batch = dir.as_owner(CUSTOMER);
+        let config = batch.open_dir(p("config")).unwrap().unwrap();
+        assert_eq!(config.path(), dom.join("config"));
+        assert_eq!(
+            (current_fsuid(), current_fsgid()),
+            (CUSTOMER.uid, CUSTOMER.gid)
+        );
+        assert_eq!(config.read(p("ip"), 100).unwrap().unwrap(), b"192.0.2.1\n");
+        denied("OwnerDir::read", config.read(p("rootonly"), 100).map(drop));
+        let got = config.read(p("fifo"), 100);
+        assert!(matches!(got, Err(SafeError::NotRegular { .. })), "{got:?}");
+        let got = config.read(p("ip-link"), 100);
+        assert!(
+            matches!(&got, Err(SafeError::Symlink { path }) if *path == dom.join("config/ip-link")),
+            "{got:?}"
+        );
+        let got = config.read(p("twelve"), 11);
+        assert!(matches!(got, Err(SafeError::TooLarge { .. })), "{got:?}");
+        assert_eq!(config.read(p("missing"), 100).unwrap(), None);
+        let got = batch.open_dir(p("config-link")).map(drop);
+        assert!(matches!(got, Err(SafeError::Symlink { .. })), "{got:?}");
+        assert!(batch.open_dir(p("missing")).unwrap().is_none());
+        drop(config);
+        drop(batch);
         assert_ids_restored();
     }
 }

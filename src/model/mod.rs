@@ -536,14 +536,16 @@ fn read_domain(
         Some(Err(e)) => return Err(format!("config/: {e}")),
     };
     let mut values: BTreeMap<&str, Flag> = BTreeMap::new();
-    if let Some(config) = &config {
-        let as_owner = config.as_owner(owner);
+    {
+        // As the owner from the domain's directory down, as ever (the `config` handle above
+        // is root's, for the listing); one switch for all of them.
+        let as_owner = dir.as_owner(owner);
         for name in VALUE_FILES {
             if !config_names.contains(*name) {
                 continue;
             }
             let bytes = as_owner
-                .read(Path::new(name), safefs::MAX_VALUE_FILE)
+                .read(&Path::new("config").join(name), safefs::MAX_VALUE_FILE)
                 .map_err(|e| format!("config/{name}: {e}"))?;
             let flag = Flag::parse(bytes.as_deref()).map_err(|e| format!("config/{name}: {e}"))?;
             values.insert(name, flag);
@@ -589,7 +591,10 @@ fn read_domain(
         warnings,
     };
     let (cert, mut cert_warnings) = match &config {
-        Some(config) => current_cert_set(config, owner, &config_names, &domain.all_names(), now),
+        Some(config) => {
+            let names = domain.all_names();
+            current_cert_set(&dir, config, owner, &config_names, &names, now)
+        }
         None => (None, Vec::new()),
     };
     if let Some(c) = cert.as_ref().filter(|c| !c.uncovered.is_empty()) {
@@ -611,7 +616,10 @@ fn read_domain(
 /// or unusable, the valid set that expires last (Sympl's rollover rule: a broken `current`
 /// never takes a working certificate away); else the legacy files directly in `config/`.
 /// Problems come back as warnings: the site is still served.
+/// `config` is root's handle of the domain's `config/` (listings, links); the files are read
+/// as the owner from `dom`, the domain's directory, down.
 fn current_cert_set(
+    dom: &safefs::Dir,
     config: &safefs::Dir,
     owner: Owner,
     config_names: &BTreeSet<String>,
@@ -638,7 +646,7 @@ fn current_cert_set(
             }
         };
         if let Some(set) = &current {
-            match read_set(config, owner, set, names, now) {
+            match read_set(dom, config, owner, set, names, now) {
                 Ok(c) => return (Some(c), warnings),
                 Err(w) => warnings.push(w),
             }
@@ -656,7 +664,7 @@ fn current_cert_set(
             .iter()
             .filter(|n| validate::set_name(n) && Some(*n) != current.as_ref())
             .filter_map(|n| {
-                read_set(config, owner, n, names, now)
+                read_set(dom, config, owner, n, names, now)
                     .map_err(|w| broken.push(w))
                     .ok()
             })
@@ -671,7 +679,7 @@ fn current_cert_set(
         // expired sets are normal history and stay quiet).
         warnings.extend(broken);
     }
-    match legacy_set(config, owner, config_names, names, now) {
+    match legacy_set(dom, owner, config_names, names, now) {
         Ok(c) => (c, warnings),
         Err(w) => {
             warnings.push(w);
@@ -681,6 +689,7 @@ fn current_cert_set(
 }
 
 fn read_set(
+    dom: &safefs::Dir,
     config: &safefs::Dir,
     owner: Owner,
     set: &str,
@@ -688,7 +697,8 @@ fn read_set(
     now: i64,
 ) -> Result<CertSet, String> {
     let missing = || format!("certificate set {set} does not exist");
-    let dir = match config.open_dir(&Path::new("ssl/sets").join(set)) {
+    let sub = Path::new("ssl/sets").join(set);
+    let dir = match config.open_dir(&sub) {
         Ok(Some(dir)) => dir,
         Ok(None) => return Err(missing()),
         Err(e) => return Err(format!("certificate set {set}: {e}")),
@@ -698,7 +708,15 @@ fn read_set(
         Ok(None) => return Err(missing()),
         Err(e) => return Err(format!("certificate set {set}: {e}")),
     };
-    load_set(&dir, owner, &files, set, names, now)
+    load_set(
+        dom,
+        &Path::new("config").join(sub),
+        owner,
+        &files,
+        set,
+        names,
+        now,
+    )
 }
 
 /// `sets/<N>` or `<anything>/config/ssl/sets/<N>` → `N`, when `N` is a valid set name.
@@ -716,7 +734,7 @@ fn set_from_link(target: &Path) -> Option<String> {
 }
 
 fn legacy_set(
-    config: &safefs::Dir,
+    dom: &safefs::Dir,
     owner: Owner,
     config_names: &BTreeSet<String>,
     names: &[String],
@@ -728,26 +746,51 @@ fn legacy_set(
     if !has_any {
         return Ok(None);
     }
-    load_set(config, owner, config_names, "legacy", names, now).map(Some)
+    load_set(
+        dom,
+        Path::new("config"),
+        owner,
+        config_names,
+        "legacy",
+        names,
+        now,
+    )
+    .map(Some)
 }
 
 /// Reads and verifies a set's files. Certificates come from ssl.crt/ssl.cert/ssl.pem/
 /// ssl.combined then ssl.bundle; the key from ssl.key, else from a combined file.
+/// `sub`: the set's directory below `dom`, the domain's; `files`: what its listing showed.
 fn load_set(
-    dir: &safefs::Dir,
+    dom: &safefs::Dir,
+    sub: &Path,
     owner: Owner,
     files: &BTreeSet<String>,
     set: &str,
     names: &[String],
     now: i64,
 ) -> Result<CertSet, String> {
-    // The set's files in one batch as the owner (dropped before verifying).
-    let as_owner = dir.as_owner(owner);
+    // The set's files in one batch as the owner (dropped before verifying), its directory
+    // walked once, as the owner, from the domain's.
+    let as_owner = dom.as_owner(owner);
+    let set_dir = std::cell::OnceCell::new();
     let read = |f: &str| -> Result<Option<certs::Pem>, String> {
         if !files.contains(f) {
             return Ok(None);
         }
-        let bytes = as_owner
+        let set_dir = match set_dir.get() {
+            Some(d) => d,
+            None => {
+                let opened = as_owner
+                    .open_dir(sub)
+                    .map_err(|e| format!("certificate set {set}: {e}"))?;
+                set_dir.get_or_init(|| opened)
+            }
+        };
+        let Some(set_dir) = set_dir else {
+            return Ok(None);
+        };
+        let bytes = set_dir
             .read(Path::new(f), safefs::MAX_VALUE_FILE)
             .map_err(|e| format!("certificate set {set}: {e}"))?;
         match bytes {
@@ -780,6 +823,7 @@ fn load_set(
             }
         }
     }
+    drop(set_dir);
     drop(as_owner);
     // The set must cover the domain itself; names it leaves out (a `www.` or alias whose DNS
     // does not point here yet, so the CA could not validate it) are reported, not fatal.
