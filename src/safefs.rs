@@ -11,6 +11,12 @@
 //!   so no symlink is ever followed below `base` ([`SafeError::Symlink`] instead).
 //! * Reading small value/flag files: regular files only, opened without blocking, bounded
 //!   by a size limit that is enforced on the actual read, not just on `fstat`.
+//! * Directory handles: [`Dir`] holds a directory opened by that walk, and every read-side
+//!   function has a method on it that walks `rel` below the held descriptor (the free
+//!   functions are the same code, starting from a freshly opened `base`). A domain's reads
+//!   then cost one walk to `/srv/<domain>`, and the directory cannot be swapped between
+//!   them. [`AsOwner`] batches reads as the owner under one credential switch; [`LazyDir`]
+//!   opens a directory only when something is read from it.
 //! * Writing: atomic replace (temp file + `renameat` + `fsync`), atomic symlink replace,
 //!   appending (log files), `mkdir -p`, unlink — all relative to directory fds obtained by
 //!   the same walk.
@@ -35,7 +41,8 @@
 //! * Open anything but a regular file for reading, or block on open/read.
 //! * Read an unbounded amount of data into memory.
 //! * Leave a temp file behind on error, or leave the thread with a customer's fsuid/fsgid
-//!   (or without its supplementary groups) after returning.
+//!   (or without its supplementary groups) after returning (an [`AsOwner`] batch keeps
+//!   them until it is dropped, on purpose, and restores them then on every path).
 //! * Call `chown`/`chmod` by path, or any other path-based syscall below `base`.
 //!
 //! `base` itself is trusted (the caller picked it, e.g. `/srv/example.com` or `/srv`): it is
@@ -121,18 +128,7 @@ pub struct Stat {
 pub fn stat(base: &Path, rel: &Path) -> SafeResult<Option<Stat>> {
     let rel = Rel::parse(base, rel)?;
     let base_fd = open_base(base)?;
-    let Some((name, dirs)) = rel.names.split_last() else {
-        let st = fstat(base_fd.as_fd()).map_err(|e| io_err(base.to_path_buf(), e))?;
-        return Ok(Some(to_stat(&st)));
-    };
-    let Some(dir) = walk(base_fd, &rel, dirs.len())? else {
-        return Ok(None);
-    };
-    match fstatat_nofollow(dir.as_fd(), name) {
-        Ok(st) => Ok(Some(to_stat(&st))),
-        Err(e) if is_errno(&e, libc::ENOENT) => Ok(None),
-        Err(e) => Err(io_err(rel.full(), e)),
-    }
+    stat_in(base_fd.as_fd(), &rel)
 }
 
 /// Reads the regular file base/rel as `owner` (see "acting as the owner"), never following a
@@ -145,11 +141,357 @@ pub fn stat(base: &Path, rel: &Path) -> SafeResult<Option<Stat>> {
 /// refused without ever being opened.
 pub fn read(base: &Path, rel: &Path, owner: Owner, limit: u64) -> SafeResult<Option<Vec<u8>>> {
     let rel = Rel::parse(base, rel)?;
+    rel.split_last()?;
+    let base_fd = open_base(base)?;
+    let _as_owner = ActingAs::become_owner(owner, &rel.full())?;
+    read_in(base_fd.as_fd(), &rel, limit)
+}
+
+/// Opens the regular file base/rel for streaming reads as `owner` (a log file too large for
+/// [`read`]): the same walk and checks as [`read`] (no symlink in any component, no FIFO or
+/// device, opened as the owner so the kernel checks the owner's permissions), without a size
+/// limit; the caller bounds what it reads. Ok(None) when absent.
+pub fn open_read(base: &Path, rel: &Path, owner: Owner) -> SafeResult<Option<File>> {
+    let rel = Rel::parse(base, rel)?;
+    rel.split_last()?;
+    let base_fd = open_base(base)?;
+    let _as_owner = ActingAs::become_owner(owner, &rel.full())?;
+    open_read_in(base_fd.as_fd(), &rel)
+}
+
+/// Lists the names in directory base/rel (not following links anywhere), sorted, excluding . and ..
+/// Names are raw OsString (may be non-UTF-8). Ok(None) when absent. Err(NotDirectory) if not a dir
+/// (Err(Symlink) if base/rel itself is a symlink). An empty `rel` lists `base`.
+pub fn list_dir(base: &Path, rel: &Path) -> SafeResult<Option<Vec<OsString>>> {
+    let rel = Rel::parse(base, rel)?;
+    let base_fd = open_base(base)?;
+    list_dir_in(base_fd.as_fd(), &rel)
+}
+
+/// readlink of base/rel (intermediate components not followed). Ok(None) if absent;
+/// Err(SafeError::Io{..EINVAL..}) if it is not a symlink.
+pub fn read_link(base: &Path, rel: &Path) -> SafeResult<Option<PathBuf>> {
+    let rel = Rel::parse(base, rel)?;
+    rel.split_last()?;
+    let base_fd = open_base(base)?;
+    read_link_in(base_fd.as_fd(), &rel)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directory handles: one walk, many reads.
+
+/// A directory held open: the read-side functions of this module, relative to it.
+///
+/// Opened like every directory this module walks (`O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC`,
+/// one component at a time, as the caller), so a symlink anywhere in the path is refused and
+/// never followed. Every method walks `rel` below the held descriptor with the same checks
+/// and errors as the free function of the same name, with [`Dir::path`] as its `base` (error
+/// messages name `path/rel`). One walk to the domain directory then serves all of a
+/// domain's reads (`/srv` need not be opened and `<domain>` walked again for each file).
+///
+/// A held handle is also safer than a path: the directory it refers to cannot be swapped
+/// between two reads. Once open, renaming `/srv/<domain>` away and putting a symlink or
+/// another directory in its place changes nothing for the handle: its reads still come from
+/// the directory that was opened (and checked) first.
+///
+/// Opening a handle does not act as anyone: like [`stat`], it runs with the caller's ids.
+/// [`Dir::read`] and [`Dir::open_read`] act as the owner for the walk below the handle and
+/// the open, exactly like [`read`] and [`open_read`]; the kernel checks the owner's search
+/// permission on the handle's directory for each lookup in it. So the owner's permissions
+/// are checked from the handle's directory down, not on the components walked to open it
+/// (as the caller): read as the owner from a handle of the domain's directory (the
+/// owner's own), and use handles of deeper directories opened as the caller for listings
+/// only, or [`AsOwner::open_dir`], which walks as the owner.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Opens the trusted directory `base` (see the module docs: links in `base` are followed).
+    pub fn open_base(base: &Path) -> SafeResult<Self> {
+        Ok(Self {
+            fd: open_base(base)?,
+            path: base.to_path_buf(),
+        })
+    }
+
+    /// Opens the directory base/rel, walking `rel` without following links (as
+    /// [`list_dir`] does). Ok(None) when absent; Err(Symlink) if any component of `rel` is a
+    /// symlink, Err(NotDirectory) if it is not a directory.
+    pub fn open(base: &Path, rel: &Path) -> SafeResult<Option<Self>> {
+        let parsed = Rel::parse(base, rel)?;
+        let base_fd = open_base(base)?;
+        open_dir_in(base_fd.as_fd(), &parsed)
+    }
+
+    /// Opens the directory self/rel (see [`Dir::open`]). An empty `rel` opens this directory
+    /// again (a new descriptor for the same directory).
+    pub fn open_dir(&self, rel: &Path) -> SafeResult<Option<Self>> {
+        let rel = Rel::parse(&self.path, rel)?;
+        open_dir_in(self.fd.as_fd(), &rel)
+    }
+
+    /// The path the handle was opened as (for messages; never used to open anything).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// [`stat`] below this directory (an empty `rel` is the directory itself).
+    pub fn stat(&self, rel: &Path) -> SafeResult<Option<Stat>> {
+        stat_in(self.fd.as_fd(), &Rel::parse(&self.path, rel)?)
+    }
+
+    /// [`read`] below this directory, as `owner` for this call.
+    pub fn read(&self, rel: &Path, owner: Owner, limit: u64) -> SafeResult<Option<Vec<u8>>> {
+        let rel = Rel::parse(&self.path, rel)?;
+        rel.split_last()?;
+        let _as_owner = ActingAs::become_owner(owner, &rel.full())?;
+        read_in(self.fd.as_fd(), &rel, limit)
+    }
+
+    /// [`open_read`] below this directory, as `owner` for this call.
+    pub fn open_read(&self, rel: &Path, owner: Owner) -> SafeResult<Option<File>> {
+        let rel = Rel::parse(&self.path, rel)?;
+        rel.split_last()?;
+        let _as_owner = ActingAs::become_owner(owner, &rel.full())?;
+        open_read_in(self.fd.as_fd(), &rel)
+    }
+
+    /// [`list_dir`] below this directory (an empty `rel` lists the directory itself).
+    pub fn list_dir(&self, rel: &Path) -> SafeResult<Option<Vec<OsString>>> {
+        list_dir_in(self.fd.as_fd(), &Rel::parse(&self.path, rel)?)
+    }
+
+    /// [`read_link`] below this directory.
+    pub fn read_link(&self, rel: &Path) -> SafeResult<Option<PathBuf>> {
+        let rel = Rel::parse(&self.path, rel)?;
+        rel.split_last()?;
+        read_link_in(self.fd.as_fd(), &rel)
+    }
+
+    /// A batch of reads as `owner` (see [`AsOwner`]): the thread's filesystem ids are
+    /// switched once, at the first read, instead of around each read.
+    pub fn as_owner(&self, owner: Owner) -> AsOwner<'_> {
+        AsOwner {
+            dir: Src::Dir(self),
+            owner,
+            acting: std::cell::RefCell::new(None),
+        }
+    }
+}
+
+/// Reads below a [`Dir`] as its owner, switching the calling thread's fsuid/fsgid (and
+/// emptying its supplementary groups) at the first read and restoring them when dropped,
+/// rather than around each read: several reads in a row cost one switch.
+///
+/// Each read walks, opens and reads exactly as [`read`] / [`open_read`] do as the owner;
+/// only when the switch happens differs. While it has switched, EVERY filesystem access of
+/// this thread acts as the owner (other `safefs` calls included, which can only make them
+/// fail, never succeed where they would not): keep its scope to the reads, and drop it
+/// before the thread does anything else. Not `Send` (the credentials are per thread): it is
+/// dropped on the thread that switched, on every path, an error or a panic included.
+pub struct AsOwner<'a> {
+    dir: Src<'a>,
+    owner: Owner,
+    acting: std::cell::RefCell<Option<ActingAs>>,
+}
+
+/// Where an [`AsOwner`] reads.
+enum Src<'a> {
+    Dir(&'a Dir),
+    /// Opened (as the caller, before any switch) at the first read; absent: every read is
+    /// absent.
+    Lazy(&'a LazyDir<'a>),
+}
+
+impl AsOwner<'_> {
+    /// [`Dir::read`] as the batch's owner.
+    pub fn read(&self, rel: &Path, limit: u64) -> SafeResult<Option<Vec<u8>>> {
+        let Some((dir, rel)) = self.prepare(rel)? else {
+            return Ok(None);
+        };
+        read_in(dir.fd.as_fd(), &rel, limit)
+    }
+
+    /// [`Dir::open_read`] as the batch's owner.
+    pub fn open_read(&self, rel: &Path) -> SafeResult<Option<File>> {
+        let Some((dir, rel)) = self.prepare(rel)? else {
+            return Ok(None);
+        };
+        open_read_in(dir.fd.as_fd(), &rel)
+    }
+
+    /// Opens the directory `rel` below the batch's directory, walking AS THE OWNER (as a
+    /// read would), for several reads in it: `a/b/c/f1` and `a/b/c/f2` with one walk, the
+    /// owner's permissions checked on every component as they would be for each read.
+    /// Ok(None) when absent.
+    pub fn open_dir(&self, rel: &Path) -> SafeResult<Option<OwnerDir<'_>>> {
+        let Some(dir) = self.resolve()? else {
+            return Ok(None);
+        };
+        let parsed = Rel::parse(&dir.path, rel)?;
+        self.switch(&parsed.full())?;
+        Ok(open_dir_in(dir.fd.as_fd(), &parsed)?.map(|dir| OwnerDir {
+            dir,
+            _batch: PhantomData,
+        }))
+    }
+
+    /// Validates `rel` and acts as the owner from now on (once).
+    fn prepare(&self, rel: &Path) -> SafeResult<Option<(&Dir, Rel<'_>)>> {
+        let Some(dir) = self.resolve()? else {
+            return Ok(None);
+        };
+        let parsed = Rel::parse(&dir.path, rel)?;
+        parsed.split_last()?;
+        self.switch(&parsed.full())?;
+        Ok(Some((dir, parsed)))
+    }
+
+    /// The directory (opening a lazy one, as the caller: before any switch).
+    fn resolve(&self) -> SafeResult<Option<&Dir>> {
+        match self.dir {
+            Src::Dir(dir) => Ok(Some(dir)),
+            Src::Lazy(lazy) => lazy.get(),
+        }
+    }
+
+    /// Acts as the owner from now on, if not yet.
+    fn switch(&self, path: &Path) -> SafeResult<()> {
+        let mut acting = self.acting.borrow_mut();
+        if acting.is_none() {
+            *acting = Some(ActingAs::become_owner(self.owner, path)?);
+        }
+        Ok(())
+    }
+}
+
+/// A directory an [`AsOwner`] batch opened as the owner ([`AsOwner::open_dir`]); its reads
+/// belong to the batch (no switch of their own) and it cannot outlive it.
+pub struct OwnerDir<'a> {
+    dir: Dir,
+    _batch: PhantomData<&'a AsOwner<'a>>,
+}
+
+impl OwnerDir<'_> {
+    /// [`read`] below this directory, as the batch's owner.
+    pub fn read(&self, rel: &Path, limit: u64) -> SafeResult<Option<Vec<u8>>> {
+        let rel = Rel::parse(&self.dir.path, rel)?;
+        rel.split_last()?;
+        read_in(self.dir.fd.as_fd(), &rel, limit)
+    }
+
+    /// The path it was opened as (for messages).
+    pub fn path(&self) -> &Path {
+        &self.dir.path
+    }
+}
+
+/// A [`Dir`] opened at its first use: for a pass that may need nothing from a directory
+/// (every file it would read is known to be absent) and should then not open it at all.
+/// Absent directory: every read is absent. A failed open is not remembered (the next use
+/// tries again and reports it again).
+pub struct LazyDir<'a> {
+    base: Base<'a>,
+    rel: &'a Path,
+    dir: std::cell::OnceCell<Option<Dir>>,
+}
+
+/// Where a [`LazyDir`] walks from.
+enum Base<'a> {
+    /// A trusted path, opened for the walk.
+    Path(&'a Path),
+    /// A held directory (e.g. `/srv`, opened once for a whole pass).
+    Dir(&'a Dir),
+}
+
+impl<'a> LazyDir<'a> {
+    /// base/rel, opened as [`Dir::open`] does when first needed.
+    pub fn new(base: &'a Path, rel: &'a Path) -> Self {
+        Self {
+            base: Base::Path(base),
+            rel,
+            dir: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// parent/rel, opened as [`Dir::open_dir`] does when first needed.
+    pub fn below(parent: &'a Dir, rel: &'a Path) -> Self {
+        Self {
+            base: Base::Dir(parent),
+            rel,
+            dir: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The handle, opening it if need be; Ok(None) when the directory does not exist.
+    pub fn get(&self) -> SafeResult<Option<&Dir>> {
+        if let Some(d) = self.dir.get() {
+            return Ok(d.as_ref());
+        }
+        let opened = match self.base {
+            Base::Path(base) => Dir::open(base, self.rel)?,
+            Base::Dir(parent) => parent.open_dir(self.rel)?,
+        };
+        Ok(self.dir.get_or_init(|| opened).as_ref())
+    }
+
+    /// [`Dir::stat`].
+    pub fn stat(&self, rel: &Path) -> SafeResult<Option<Stat>> {
+        self.get()?.map_or(Ok(None), |d| d.stat(rel))
+    }
+
+    /// [`Dir::read`].
+    pub fn read(&self, rel: &Path, owner: Owner, limit: u64) -> SafeResult<Option<Vec<u8>>> {
+        self.get()?.map_or(Ok(None), |d| d.read(rel, owner, limit))
+    }
+
+    /// [`Dir::list_dir`].
+    pub fn list_dir(&self, rel: &Path) -> SafeResult<Option<Vec<OsString>>> {
+        self.get()?.map_or(Ok(None), |d| d.list_dir(rel))
+    }
+
+    /// [`Dir::read_link`].
+    pub fn read_link(&self, rel: &Path) -> SafeResult<Option<PathBuf>> {
+        self.get()?.map_or(Ok(None), |d| d.read_link(rel))
+    }
+
+    /// [`Dir::as_owner`]. The directory is opened (as the caller) at the first read, not
+    /// before: a batch whose every read is skipped opens nothing.
+    pub fn as_owner(&self, owner: Owner) -> AsOwner<'_> {
+        AsOwner {
+            dir: Src::Lazy(self),
+            owner,
+            acting: std::cell::RefCell::new(None),
+        }
+    }
+}
+
+// The one implementation of each read, relative to a directory fd.
+
+fn stat_in(start: BorrowedFd<'_>, rel: &Rel<'_>) -> SafeResult<Option<Stat>> {
+    let Some((name, dirs)) = rel.names.split_last() else {
+        let st = fstat(start).map_err(|e| io_err(rel.base.to_path_buf(), e))?;
+        return Ok(Some(to_stat(&st)));
+    };
+    let Some(dir) = walk(start, rel, dirs.len())? else {
+        return Ok(None);
+    };
+    match fstatat_nofollow(dir.as_fd(), name) {
+        Ok(st) => Ok(Some(to_stat(&st))),
+        Err(e) if is_errno(&e, libc::ENOENT) => Ok(None),
+        Err(e) => Err(io_err(rel.full(), e)),
+    }
+}
+
+/// The regular file `rel` below `start`, opened for reading with the checks of [`read`]
+/// (the caller acts as the owner around it).
+fn open_regular_in(start: BorrowedFd<'_>, rel: &Rel<'_>) -> SafeResult<Option<(OwnedFd, u64)>> {
     let (name, dirs) = rel.split_last()?;
     let path = rel.full();
-    let base_fd = open_base(base)?;
-    let _as_owner = ActingAs::become_owner(owner, &path)?;
-    let Some(dir) = walk(base_fd, &rel, dirs.len())? else {
+    let Some(dir) = walk(start, rel, dirs.len())? else {
         return Ok(None);
     };
 
@@ -174,6 +516,9 @@ pub fn read(base: &Path, rel: &Path, owner: Owner, limit: u64) -> SafeResult<Opt
                 match fstatat_nofollow(dir.as_fd(), name).map(|st| kind_of(st.st_mode)) {
                     Ok(Kind::Symlink) => SafeError::Symlink { path },
                     Ok(Kind::Dir | Kind::Other) => SafeError::NotRegular { path },
+                    Ok(Kind::File) | Err(_) if is_errno(&e, libc::ELOOP) => {
+                        SafeError::Symlink { path }
+                    }
                     Ok(Kind::File) | Err(_) => io_err(path, e),
                 },
             );
@@ -183,53 +528,67 @@ pub fn read(base: &Path, rel: &Path, owner: Owner, limit: u64) -> SafeResult<Opt
     if kind_of(st.st_mode) != Kind::File {
         return Err(SafeError::NotRegular { path });
     }
-    let size = u64::try_from(st.st_size).unwrap_or(0);
-    if size > limit {
-        return Err(SafeError::TooLarge { path, limit });
-    }
+    Ok(Some((fd, u64::try_from(st.st_size).unwrap_or(0))))
+}
 
+fn read_in(start: BorrowedFd<'_>, rel: &Rel<'_>, limit: u64) -> SafeResult<Option<Vec<u8>>> {
+    let Some((fd, size)) = open_regular_in(start, rel)? else {
+        return Ok(None);
+    };
+    let path = || rel.full();
+    if size > limit {
+        return Err(SafeError::TooLarge {
+            path: path(),
+            limit,
+        });
+    }
     // Never trust the fstat size: the file can grow between fstat and read.
     match read_bounded(File::from(fd), size, limit) {
         Ok(Some(buf)) => Ok(Some(buf)),
-        Ok(None) => Err(SafeError::TooLarge { path, limit }),
-        Err(e) => Err(io_err(path, e)),
+        Ok(None) => Err(SafeError::TooLarge {
+            path: path(),
+            limit,
+        }),
+        Err(e) => Err(io_err(path(), e)),
     }
 }
 
-/// Opens the regular file base/rel for streaming reads as `owner` (a log file too large for
-/// [`read`]): the same walk and checks as [`read`] (no symlink in any component, no FIFO or
-/// device, opened as the owner so the kernel checks the owner's permissions), without a size
-/// limit; the caller bounds what it reads. Ok(None) when absent.
-pub fn open_read(base: &Path, rel: &Path, owner: Owner) -> SafeResult<Option<File>> {
-    let rel = Rel::parse(base, rel)?;
-    let (name, dirs) = rel.split_last()?;
-    let path = rel.full();
-    let base_fd = open_base(base)?;
-    let _as_owner = ActingAs::become_owner(owner, &path)?;
-    let Some(dir) = walk(base_fd, &rel, dirs.len())? else {
+fn open_read_in(start: BorrowedFd<'_>, rel: &Rel<'_>) -> SafeResult<Option<File>> {
+    Ok(open_regular_in(start, rel)?.map(|(fd, _)| File::from(fd)))
+}
+
+fn list_dir_in(start: BorrowedFd<'_>, rel: &Rel<'_>) -> SafeResult<Option<Vec<OsString>>> {
+    let Some(dir) = open_dir_in(start, rel)? else {
         return Ok(None);
     };
-    match fstatat_nofollow(dir.as_fd(), name) {
-        Ok(st) => match kind_of(st.st_mode) {
-            Kind::File => {}
-            Kind::Symlink => return Err(SafeError::Symlink { path }),
-            Kind::Dir | Kind::Other => return Err(SafeError::NotRegular { path }),
-        },
-        Err(e) if is_errno(&e, libc::ENOENT) => return Ok(None),
-        Err(e) => return Err(io_err(path, e)),
-    }
-    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY;
-    let fd = match openat(dir.as_fd(), name, flags, 0) {
-        Ok(fd) => fd,
-        Err(e) if is_errno(&e, libc::ENOENT) => return Ok(None),
-        Err(e) if is_errno(&e, libc::ELOOP) => return Err(SafeError::Symlink { path }),
-        Err(e) => return Err(io_err(path, e)),
+    read_names(dir.fd, &dir.path).map(Some)
+}
+
+fn read_link_in(start: BorrowedFd<'_>, rel: &Rel<'_>) -> SafeResult<Option<PathBuf>> {
+    let (name, dirs) = rel.split_last()?;
+    let Some(dir) = walk(start, rel, dirs.len())? else {
+        return Ok(None);
     };
-    let st = fstat(fd.as_fd()).map_err(|e| io_err(path.clone(), e))?;
-    if kind_of(st.st_mode) != Kind::File {
-        return Err(SafeError::NotRegular { path });
+    match readlinkat(dir.as_fd(), name) {
+        Ok(target) => Ok(Some(PathBuf::from(OsString::from_vec(target)))),
+        Err(e) if is_errno(&e, libc::ENOENT) => Ok(None),
+        Err(e) => Err(io_err(rel.full(), e)),
     }
-    Ok(Some(File::from(fd)))
+}
+
+/// The directory `rel` below `start` as a [`Dir`] of its own (an empty `rel`: `start`
+/// opened again, so the new descriptor has its own directory-stream position).
+fn open_dir_in(start: BorrowedFd<'_>, rel: &Rel<'_>) -> SafeResult<Option<Dir>> {
+    let path = rel.full();
+    let fd = match walk(start, rel, rel.names.len())? {
+        None => return Ok(None),
+        Some(At::Owned(fd)) => fd,
+        Some(At::Borrowed(fd)) => {
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+            openat(fd, c".", flags, 0).map_err(|e| io_err(path.clone(), e))?
+        }
+    };
+    Ok(Some(Dir { fd, path }))
 }
 
 /// Reads at most `limit` bytes; Ok(None) if the source has more (at most `limit + 1` bytes
@@ -242,34 +601,6 @@ fn read_bounded(src: impl Read, size_hint: u64, limit: u64) -> io::Result<Option
         return Ok(None);
     }
     Ok(Some(buf))
-}
-
-/// Lists the names in directory base/rel (not following links anywhere), sorted, excluding . and ..
-/// Names are raw OsString (may be non-UTF-8). Ok(None) when absent. Err(NotDirectory) if not a dir
-/// (Err(Symlink) if base/rel itself is a symlink). An empty `rel` lists `base`.
-pub fn list_dir(base: &Path, rel: &Path) -> SafeResult<Option<Vec<OsString>>> {
-    let rel = Rel::parse(base, rel)?;
-    let base_fd = open_base(base)?;
-    let Some(dir) = walk(base_fd, &rel, rel.names.len())? else {
-        return Ok(None);
-    };
-    read_names(dir, &rel.full()).map(Some)
-}
-
-/// readlink of base/rel (intermediate components not followed). Ok(None) if absent;
-/// Err(SafeError::Io{..EINVAL..}) if it is not a symlink.
-pub fn read_link(base: &Path, rel: &Path) -> SafeResult<Option<PathBuf>> {
-    let rel = Rel::parse(base, rel)?;
-    let (name, dirs) = rel.split_last()?;
-    let base_fd = open_base(base)?;
-    let Some(dir) = walk(base_fd, &rel, dirs.len())? else {
-        return Ok(None);
-    };
-    match readlinkat(dir.as_fd(), name) {
-        Ok(target) => Ok(Some(PathBuf::from(OsString::from_vec(target)))),
-        Err(e) if is_errno(&e, libc::ENOENT) => Ok(None),
-        Err(e) => Err(io_err(rel.full(), e)),
-    }
 }
 
 /// Creates directory base/rel and any missing parents (mkdir -p) as `owner` with `mode`,
@@ -330,7 +661,7 @@ pub fn write_atomic(
     let path = rel.full();
     let base_fd = open_base(base)?;
     let _as_owner = ActingAs::become_owner(owner, &path)?;
-    let dir = parent_dir(base_fd, &rel, dirs.len())?;
+    let dir = parent_dir(base_fd.as_fd(), &rel, dirs.len())?;
     refuse_dir_target(dir.as_fd(), name, &path)?;
     let io = |e: io::Error| io_err(path.clone(), e);
 
@@ -362,7 +693,7 @@ pub fn open_append(base: &Path, rel: &Path, owner: Owner, mode: u32) -> SafeResu
     let path = rel.full();
     let base_fd = open_base(base)?;
     let _as_owner = ActingAs::become_owner(owner, &path)?;
-    let dir = parent_dir(base_fd, &rel, dirs.len())?;
+    let dir = parent_dir(base_fd.as_fd(), &rel, dirs.len())?;
     let flags =
         libc::O_WRONLY | libc::O_APPEND | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
     let refuse =
@@ -419,7 +750,7 @@ pub fn symlink_atomic(base: &Path, rel: &Path, target: &Path, owner: Owner) -> S
         })?;
     let base_fd = open_base(base)?;
     let _as_owner = ActingAs::become_owner(owner, &path)?;
-    let dir = parent_dir(base_fd, &rel, dirs.len())?;
+    let dir = parent_dir(base_fd.as_fd(), &rel, dirs.len())?;
     refuse_dir_target(dir.as_fd(), name, &path)?;
     let io = |e: io::Error| io_err(path.clone(), e);
 
@@ -442,7 +773,7 @@ pub fn remove_file(base: &Path, rel: &Path, owner: Owner) -> SafeResult<bool> {
     let path = rel.full();
     let base_fd = open_base(base)?;
     let _as_owner = ActingAs::become_owner(owner, &path)?;
-    let Some(dir) = walk(base_fd, &rel, dirs.len())? else {
+    let Some(dir) = walk(base_fd.as_fd(), &rel, dirs.len())? else {
         return Ok(false);
     };
     match unlinkat(dir.as_fd(), name) {
@@ -538,13 +869,29 @@ fn open_base(base: &Path) -> SafeResult<OwnedFd> {
     }
 }
 
-/// Opens the first `n` components of `rel` as directories below `base_fd`, never following
-/// links. Ok(None) if one of them does not exist.
-fn walk(base_fd: OwnedFd, rel: &Rel<'_>, n: usize) -> SafeResult<Option<OwnedFd>> {
-    let mut cur = base_fd;
+/// A directory fd the walk either started from (borrowed) or opened (owned).
+enum At<'a> {
+    Borrowed(BorrowedFd<'a>),
+    Owned(OwnedFd),
+}
+
+impl At<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            At::Borrowed(fd) => *fd,
+            At::Owned(fd) => fd.as_fd(),
+        }
+    }
+}
+
+/// Opens the first `n` components of `rel` as directories below `start`, never following
+/// links (the one walk of this module: every read, write and [`Dir`] goes through it, but
+/// `mkdir_all`, which creates as it goes). Ok(None) if one of them does not exist.
+fn walk<'a>(start: BorrowedFd<'a>, rel: &Rel<'_>, n: usize) -> SafeResult<Option<At<'a>>> {
+    let mut cur = At::Borrowed(start);
     for (i, name) in rel.names.iter().take(n).enumerate() {
         match open_dir_at(cur.as_fd(), name, || rel.upto(i + 1))? {
-            Some(fd) => cur = fd,
+            Some(fd) => cur = At::Owned(fd),
             None => return Ok(None),
         }
     }
@@ -552,8 +899,8 @@ fn walk(base_fd: OwnedFd, rel: &Rel<'_>, n: usize) -> SafeResult<Option<OwnedFd>
 }
 
 /// Like [`walk`] but a missing directory is an error (for the write paths).
-fn parent_dir(base_fd: OwnedFd, rel: &Rel<'_>, n: usize) -> SafeResult<OwnedFd> {
-    walk(base_fd, rel, n)?.ok_or_else(|| {
+fn parent_dir<'a>(start: BorrowedFd<'a>, rel: &Rel<'_>, n: usize) -> SafeResult<At<'a>> {
+    walk(start, rel, n)?.ok_or_else(|| {
         let e = io::Error::new(ErrorKind::NotFound, "parent directory does not exist");
         io_err(rel.upto(n), e)
     })
@@ -1064,6 +1411,7 @@ mod tests {
         NotDirectory,
         Invalid,
         Denied,
+        TooLarge,
     }
 
     fn check<T: std::fmt::Debug>(
@@ -1085,6 +1433,7 @@ mod tests {
                 if source.kind() == ErrorKind::InvalidInput => {}
             (Want::Denied, Err(SafeError::Io { source, .. }))
                 if source.kind() == ErrorKind::PermissionDenied => {}
+            (Want::TooLarge, Err(SafeError::TooLarge { .. })) => {}
             _ => panic!("{what}: wanted {want:?}, got {got:?}"),
         }
     }
@@ -1979,5 +2328,472 @@ mod tests {
         mkdir_all(&base, p("domain/public/htdocs"), me(), 0o755).unwrap();
         write_atomic(&base, p("domain/public/htdocs/x"), b"y", me(), 0o644).unwrap();
         assert_eq!(list_dir(&base, p("domain")).unwrap().unwrap().len(), 2);
+    }
+
+    /// A domain-like tree for the handle tests: `b/dom` owned by the test owner, with files
+    /// of every hostile kind below it. Returns the owner the reads act as.
+    fn handle_tree(b: &Path, outside: &Path) -> Owner {
+        let root = is_root();
+        let dom = b.join("dom");
+        if root {
+            customer_dir(&dom);
+        } else {
+            fs::create_dir(&dom).unwrap();
+        }
+        write(&outside.join("secret"), b"secret", 0o644);
+        fs::create_dir(dom.join("config")).unwrap();
+        write(&dom.join("config/ip"), b"192.0.2.1\n", 0o644);
+        write(&dom.join("config/twelve"), b"0123456789ab", 0o644);
+        // Owned by the test process (root in CI), readable by nobody else.
+        write(&dom.join("config/rootonly"), b"root", 0o600);
+        symlink(outside, dom.join("linked")).unwrap();
+        symlink("config", dom.join("config-link")).unwrap();
+        symlink("nowhere", dom.join("config/dangling")).unwrap();
+        symlink("ip", dom.join("config/ip-link")).unwrap();
+        nix::unistd::mkfifo(
+            &dom.join("config/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        )
+        .unwrap();
+        if root {
+            let dev = CString::new(dom.join("config/null").as_os_str().as_bytes()).unwrap();
+            // SAFETY: valid path; creates a char device like /dev/null.
+            let r =
+                unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+            assert_eq!(r, 0, "mknod: {}", io::Error::last_os_error());
+            CUSTOMER
+        } else {
+            me()
+        }
+    }
+
+    /// (rel below `dom`, limit, expected): the same for the free functions, a [`Dir`], a
+    /// batch of [`AsOwner`] reads and a [`LazyDir`].
+    fn handle_cases() -> Vec<(&'static str, u64, Want)> {
+        let mut cases = vec![
+            ("config/ip", MAX_VALUE_FILE, Want::Data(b"192.0.2.1\n")),
+            ("config/twelve", 12, Want::Data(b"0123456789ab")),
+            ("config/twelve", 11, Want::TooLarge),
+            ("config/missing", MAX_VALUE_FILE, Want::Absent),
+            ("missing/ip", MAX_VALUE_FILE, Want::Absent),
+            ("linked/secret", MAX_VALUE_FILE, Want::Symlink("dom/linked")),
+            (
+                "config-link/ip",
+                MAX_VALUE_FILE,
+                Want::Symlink("dom/config-link"),
+            ),
+            (
+                "config/dangling",
+                MAX_VALUE_FILE,
+                Want::Symlink("dom/config/dangling"),
+            ),
+            (
+                "config/ip-link",
+                MAX_VALUE_FILE,
+                Want::Symlink("dom/config/ip-link"),
+            ),
+            ("config/fifo", MAX_VALUE_FILE, Want::NotRegular),
+            ("config", MAX_VALUE_FILE, Want::NotRegular),
+            ("config/ip/x", MAX_VALUE_FILE, Want::NotDirectory),
+            ("../dom/config/ip", MAX_VALUE_FILE, Want::Invalid),
+            ("config//ip", MAX_VALUE_FILE, Want::Invalid),
+            ("", MAX_VALUE_FILE, Want::Invalid),
+        ];
+        if is_root() {
+            cases.push(("config/null", MAX_VALUE_FILE, Want::NotRegular));
+            // Read as the customer, a file only root may read is refused.
+            cases.push(("config/rootonly", MAX_VALUE_FILE, Want::Denied));
+        } else {
+            cases.push(("config/rootonly", MAX_VALUE_FILE, Want::Data(b"root")));
+        }
+        cases
+    }
+
+    #[test]
+    fn dir_handle_read_table() {
+        let t = tree();
+        let b = t.path();
+        let outside = TempDir::new().unwrap();
+        let owner = handle_tree(b, outside.path());
+        let dir = Dir::open(b, p("dom")).unwrap().unwrap();
+        assert_eq!(dir.path(), b.join("dom"));
+        let lazy = LazyDir::new(b, p("dom"));
+        let base = Dir::open_base(b).unwrap();
+        let below = LazyDir::below(&base, p("dom"));
+        let one_batch = dir.as_owner(owner);
+        for (rel, limit, want) in &handle_cases() {
+            let what = |how: &str| format!("{how} {rel:?} limit {limit}");
+            let free_rel = if rel.is_empty() {
+                PathBuf::from("dom/")
+            } else {
+                Path::new("dom").join(rel)
+            };
+            let got = read(b, &free_rel, owner, *limit);
+            assert_ids_restored();
+            check(b, &what("read"), got, want, Vec::clone);
+            let got = dir.read(p(rel), owner, *limit);
+            assert_ids_restored();
+            check(b, &what("Dir::read"), got, want, Vec::clone);
+            let got = lazy.read(p(rel), owner, *limit);
+            assert_ids_restored();
+            check(b, &what("LazyDir::read"), got, want, Vec::clone);
+            let got = below.as_owner(owner).read(p(rel), *limit);
+            assert_ids_restored();
+            check(b, &what("LazyDir::below"), got, want, Vec::clone);
+            {
+                let batch = dir.as_owner(owner);
+                check(
+                    b,
+                    &what("AsOwner::read"),
+                    batch.read(p(rel), *limit),
+                    want,
+                    Vec::clone,
+                );
+            }
+            assert_ids_restored();
+            let got = lazy.as_owner(owner).read(p(rel), *limit);
+            assert_ids_restored();
+            check(b, &what("LazyDir::as_owner"), got, want, Vec::clone);
+            // open_read: the same checks, no limit.
+            let want_open = match want {
+                Want::TooLarge => &Want::Data(b"0123456789ab"),
+                w => w,
+            };
+            let read_all = |f: &File| {
+                let mut v = Vec::new();
+                (&*f).read_to_end(&mut v).unwrap();
+                v
+            };
+            let got = dir.open_read(p(rel), owner);
+            assert_ids_restored();
+            check(b, &what("Dir::open_read"), got, want_open, read_all);
+            let got = dir.as_owner(owner).open_read(p(rel));
+            assert_ids_restored();
+            check(b, &what("AsOwner::open_read"), got, want_open, read_all);
+        }
+        // One batch for the whole table: errors do not end it or leak anything.
+        for (rel, limit, want) in &handle_cases() {
+            let got = one_batch.read(p(rel), *limit);
+            check(
+                b,
+                &format!("one batch {rel:?} {limit}"),
+                got,
+                want,
+                Vec::clone,
+            );
+            if is_root() {
+                assert_eq!((current_fsuid(), current_fsgid()), (owner.uid, owner.gid));
+            }
+        }
+        drop(one_batch);
+        assert_ids_restored();
+    }
+
+    #[test]
+    fn dir_handle_stat_list_and_links() {
+        let t = tree();
+        let b = t.path();
+        let outside = TempDir::new().unwrap();
+        handle_tree(b, outside.path());
+        write(&b.join("plain"), b"", 0o644);
+        symlink("dom", b.join("dom-link")).unwrap();
+        let dir = Dir::open(b, p("dom")).unwrap().unwrap();
+
+        // Opening: like list_dir, a symlink or a non-directory anywhere is refused.
+        let got = Dir::open(b, p("dom-link")).map(|_| ());
+        assert!(
+            matches!(got, Err(SafeError::Symlink { ref path }) if *path == b.join("dom-link")),
+            "{got:?}"
+        );
+        let got = Dir::open(b, p("plain")).map(|_| ());
+        assert!(
+            matches!(got, Err(SafeError::NotDirectory { .. })),
+            "{got:?}"
+        );
+        assert!(Dir::open(b, p("missing")).unwrap().is_none());
+        let got = dir.open_dir(p("config-link")).map(|_| ());
+        assert!(matches!(got, Err(SafeError::Symlink { .. })), "{got:?}");
+        let got = dir.open_dir(p("linked/x")).map(|_| ());
+        assert!(matches!(got, Err(SafeError::Symlink { .. })), "{got:?}");
+        let got = Dir::open(b, p("../x")).map(|_| ());
+        assert!(
+            matches!(got, Err(SafeError::Io { ref source, .. }) if source.kind() == ErrorKind::InvalidInput),
+            "{got:?}"
+        );
+        let config = dir.open_dir(p("config")).unwrap().unwrap();
+        assert_eq!(config.path(), b.join("dom/config"));
+
+        // The same answers as the free functions.
+        for rel in [
+            "",
+            "config",
+            "config/ip",
+            "config/dangling",
+            "config/fifo",
+            "linked",
+            "missing",
+            "missing/x",
+        ] {
+            let free_rel = match rel {
+                "" => PathBuf::from("dom"),
+                rel => Path::new("dom").join(rel),
+            };
+            let free = stat(b, &free_rel).map_err(|e| e.to_string());
+            let via = dir.stat(p(rel)).map_err(|e| e.to_string());
+            assert_eq!(free, via, "stat {rel:?}");
+        }
+        let got = dir.stat(p("linked/secret")).map(|_| ());
+        assert!(matches!(got, Err(SafeError::Symlink { .. })), "{got:?}");
+        let names = |v: Option<Vec<OsString>>| {
+            v.map(|v| {
+                v.into_iter()
+                    .map(|n| n.into_string().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            names(dir.list_dir(p("")).unwrap()).unwrap(),
+            ["config", "config-link", "linked"]
+        );
+        // Listing the handle twice works (each listing has its own position).
+        assert_eq!(dir.list_dir(p("")).unwrap().unwrap().len(), 3);
+        assert_eq!(
+            config.list_dir(p("")).unwrap(),
+            list_dir(b, p("dom/config")).unwrap()
+        );
+        assert_eq!(dir.list_dir(p("missing")).unwrap(), None);
+        let got = dir.list_dir(p("config-link"));
+        assert!(matches!(got, Err(SafeError::Symlink { .. })), "{got:?}");
+        let got = dir.list_dir(p("config/ip"));
+        assert!(
+            matches!(got, Err(SafeError::NotDirectory { .. })),
+            "{got:?}"
+        );
+        assert_eq!(
+            dir.read_link(p("config/dangling")).unwrap(),
+            Some(PathBuf::from("nowhere"))
+        );
+        assert_eq!(
+            config.read_link(p("ip-link")).unwrap(),
+            Some(PathBuf::from("ip"))
+        );
+        assert_eq!(dir.read_link(p("config/missing")).unwrap(), None);
+        let got = dir.read_link(p("config-link/ip-link"));
+        assert!(matches!(got, Err(SafeError::Symlink { .. })), "{got:?}");
+        let got = dir.read_link(p("config/ip"));
+        assert!(
+            matches!(&got, Err(SafeError::Io { source, .. }) if is_errno(source, libc::EINVAL)),
+            "{got:?}"
+        );
+
+        // A lazy handle of a missing directory: everything absent, nothing opened.
+        let lazy = LazyDir::new(b, p("gone"));
+        assert!(lazy.get().unwrap().is_none());
+        assert_eq!(lazy.stat(p("x")).unwrap(), None);
+        assert_eq!(lazy.list_dir(p("")).unwrap(), None);
+        assert_eq!(lazy.read_link(p("x")).unwrap(), None);
+        assert_eq!(lazy.read(p("x"), me(), 10).unwrap(), None);
+        assert_eq!(lazy.as_owner(me()).read(p("x"), 10).unwrap(), None);
+        // ... and of a symlink: refused at every use.
+        let base = Dir::open_base(b).unwrap();
+        for lazy in [
+            LazyDir::new(b, p("dom-link")),
+            LazyDir::below(&base, p("dom-link")),
+        ] {
+            for _ in 0..2 {
+                let got = lazy.read(p("config/ip"), me(), 10);
+                assert!(
+                    matches!(&got, Err(SafeError::Symlink { path }) if *path == b.join("dom-link")),
+                    "{got:?}"
+                );
+            }
+        }
+        assert_ids_restored();
+    }
+
+    /// The handle keeps reading the directory it opened, whatever is put at its path since.
+    #[test]
+    fn dir_handle_outlives_a_swapped_path() {
+        let t = tree();
+        let b = t.path();
+        fs::create_dir_all(b.join("dom/config")).unwrap();
+        write(&b.join("dom/config/ip"), b"one", 0o644);
+        fs::create_dir_all(b.join("other/config")).unwrap();
+        write(&b.join("other/config/ip"), b"other", 0o644);
+        let dir = Dir::open(b, p("dom")).unwrap().unwrap();
+        let lazy = LazyDir::new(b, p("dom"));
+        assert!(lazy.get().unwrap().is_some());
+        let config = dir.open_dir(p("config")).unwrap().unwrap();
+
+        // Renamed away and replaced by a symlink to another directory.
+        fs::rename(b.join("dom"), b.join("moved")).unwrap();
+        symlink("other", b.join("dom")).unwrap();
+        for (how, got) in [
+            ("Dir", dir.read(p("config/ip"), me(), 10)),
+            ("LazyDir", lazy.read(p("config/ip"), me(), 10)),
+            ("sub-Dir", config.read(p("ip"), me(), 10)),
+            ("batch", dir.as_owner(me()).read(p("config/ip"), 10)),
+        ] {
+            assert_eq!(got.unwrap().unwrap(), b"one", "{how}");
+        }
+        // A fresh walk refuses the symlink.
+        let got = read(b, p("dom/config/ip"), me(), 10);
+        assert!(matches!(got, Err(SafeError::Symlink { .. })), "{got:?}");
+        let got = Dir::open(b, p("dom")).map(|_| ());
+        assert!(matches!(got, Err(SafeError::Symlink { .. })), "{got:?}");
+
+        // Replaced by a real directory: still the original.
+        fs::remove_file(b.join("dom")).unwrap();
+        fs::create_dir_all(b.join("dom/config")).unwrap();
+        write(&b.join("dom/config/ip"), b"three", 0o644);
+        assert_eq!(dir.read(p("config/ip"), me(), 10).unwrap().unwrap(), b"one");
+        assert_eq!(
+            read(b, p("dom/config/ip"), me(), 10).unwrap().unwrap(),
+            b"three"
+        );
+        assert_eq!(
+            dir.stat(p("")).unwrap().unwrap().ino,
+            stat(b, p("moved")).unwrap().unwrap().ino
+        );
+        assert_ids_restored();
+    }
+
+    /// A batch switches once, at its first read, stays switched through errors, and
+    /// restores on drop, an early return with `?` included; other threads never see it.
+    #[test]
+    fn as_owner_switches_once_and_restores() {
+        if !is_root() {
+            return;
+        }
+        let t = tree();
+        let b = t.path().to_path_buf();
+        let outside = TempDir::new().unwrap();
+        handle_tree(&b, outside.path());
+        let worker = std::thread::spawn(move || {
+            set_thread_groups(&[0, 4]).unwrap();
+            let dir = Dir::open(&b, p("dom")).unwrap().unwrap();
+            let batch = dir.as_owner(CUSTOMER);
+            let before = (current_fsuid(), current_fsgid(), thread_groups().unwrap());
+            assert_eq!(
+                batch.read(p("config/ip"), 100).unwrap().unwrap(),
+                b"192.0.2.1\n"
+            );
+            let during = (current_fsuid(), current_fsgid(), thread_groups().unwrap());
+            let denied = batch.read(p("config/rootonly"), 100).map(|_| ());
+            let symlink = batch.read(p("config/ip-link"), 100).map(|_| ());
+            let still = (current_fsuid(), current_fsgid());
+            drop(batch);
+            let after = (current_fsuid(), current_fsgid(), thread_groups().unwrap());
+            // An error path: `?` out of a function holding a batch.
+            let early = |dir: &Dir| -> SafeResult<Vec<u8>> {
+                let batch = dir.as_owner(CUSTOMER);
+                batch.read(p("config/ip"), 100)?;
+                batch.read(p("config/fifo"), 100)?;
+                unreachable!("the FIFO is refused");
+            };
+            let early_err = early(&dir).map(|_| ());
+            let after_err = (current_fsuid(), current_fsgid(), thread_groups().unwrap());
+            (
+                before,
+                during,
+                format!("{denied:?} {symlink:?}"),
+                still,
+                after,
+                format!("{early_err:?}"),
+                after_err,
+            )
+        });
+        let (before, during, errs, still, after, early_err, after_err) = worker.join().unwrap();
+        assert_eq!(
+            before,
+            (0, 0, vec![0, 4]),
+            "no switch before the first read"
+        );
+        assert_eq!(during, (CUSTOMER.uid, CUSTOMER.gid, vec![]));
+        assert!(
+            errs.contains("PermissionDenied") && errs.contains("Symlink"),
+            "{errs}"
+        );
+        assert_eq!(still, (CUSTOMER.uid, CUSTOMER.gid));
+        assert_eq!(after, (0, 0, vec![0, 4]));
+        assert!(early_err.contains("NotRegular"), "{early_err}");
+        assert_eq!(after_err, (0, 0, vec![0, 4]));
+        assert_ids_restored();
+    }
+
+    /// The owner's permissions are checked on every component from the handle down, and
+    /// [`AsOwner::open_dir`] walks as the owner: a root-only directory in between refuses.
+    #[test]
+    fn owner_reads_check_every_component_below_the_handle() {
+        if !is_root() {
+            return;
+        }
+        let t = tree();
+        let b = t.path();
+        let outside = TempDir::new().unwrap();
+        handle_tree(b, outside.path());
+        let dom = b.join("dom");
+        fs::create_dir_all(dom.join("locked/inner")).unwrap();
+        fs::set_permissions(dom.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();
+        write(
+            &dom.join("locked/inner/f"),
+            b"behind a root-only directory",
+            0o644,
+        );
+        let dir = Dir::open(b, p("dom")).unwrap().unwrap();
+
+        let denied = |what: &str, got: SafeResult<()>| {
+            assert!(
+                matches!(&got, Err(SafeError::Io { source, .. }) if source.kind() == ErrorKind::PermissionDenied),
+                "{what}: {got:?}"
+            );
+        };
+        denied(
+            "read",
+            read(b, p("dom/locked/inner/f"), CUSTOMER, 100).map(drop),
+        );
+        denied(
+            "Dir::read",
+            dir.read(p("locked/inner/f"), CUSTOMER, 100).map(drop),
+        );
+        {
+            let batch = dir.as_owner(CUSTOMER);
+            denied(
+                "AsOwner::read",
+                batch.read(p("locked/inner/f"), 100).map(drop),
+            );
+            denied(
+                "AsOwner::open_dir",
+                batch.open_dir(p("locked/inner")).map(drop),
+            );
+        }
+        assert_ids_restored();
+
+        // A directory opened by the batch: its reads are the batch's, as the owner.
+        let batch = dir.as_owner(CUSTOMER);
+        let config = batch.open_dir(p("config")).unwrap().unwrap();
+        assert_eq!(config.path(), dom.join("config"));
+        assert_eq!(
+            (current_fsuid(), current_fsgid()),
+            (CUSTOMER.uid, CUSTOMER.gid)
+        );
+        assert_eq!(config.read(p("ip"), 100).unwrap().unwrap(), b"192.0.2.1\n");
+        denied("OwnerDir::read", config.read(p("rootonly"), 100).map(drop));
+        let got = config.read(p("fifo"), 100);
+        assert!(matches!(got, Err(SafeError::NotRegular { .. })), "{got:?}");
+        let got = config.read(p("ip-link"), 100);
+        assert!(
+            matches!(&got, Err(SafeError::Symlink { path }) if *path == dom.join("config/ip-link")),
+            "{got:?}"
+        );
+        let got = config.read(p("twelve"), 11);
+        assert!(matches!(got, Err(SafeError::TooLarge { .. })), "{got:?}");
+        assert_eq!(config.read(p("missing"), 100).unwrap(), None);
+        let got = batch.open_dir(p("config-link")).map(drop);
+        assert!(matches!(got, Err(SafeError::Symlink { .. })), "{got:?}");
+        assert!(batch.open_dir(p("missing")).unwrap().is_none());
+        drop(config);
+        drop(batch);
+        assert_ids_restored();
     }
 }

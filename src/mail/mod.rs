@@ -229,13 +229,21 @@ fn load_inner(
 ) -> MailModel {
     let mut out = MailModel::default();
     let domains: Vec<&Domain> = model.domains.values().collect();
+    // One descriptor of /srv for the pass (if it cannot be opened, each domain says why).
+    let srv_dir = safefs::Dir::open_base(srv).ok();
     let read = crate::model::par_map(&domains, |d| {
         // The model's listing of `config/`, when it has one, spares a read per absent file.
         let known = Known {
             config: model.config_files(&d.name),
             symlinks: model.symlink_aliases(&d.name),
         };
-        let mut m = read_domain(srv, d, known, hostname)?;
+        // One handle of the domain's directory for all its reads (opened at the first).
+        let rel = Path::new(&d.dir_name);
+        let dir = match &srv_dir {
+            Some(srv_dir) => safefs::LazyDir::below(srv_dir, rel),
+            None => safefs::LazyDir::new(srv, rel),
+        };
+        let mut m = read_domain(&dir, srv, d, known, hostname)?;
         if let (Some(m), Some(layout)) = (m.as_mut(), prepare_with) {
             prepare(layout, m)?;
         }
@@ -275,15 +283,6 @@ fn symlinked_aliases(srv: &Path, d: &Domain) -> Vec<String> {
         .collect()
 }
 
-fn read_value(srv: &Path, rel: &Path, owner: Owner) -> Result<Option<Vec<u8>>, String> {
-    safefs::read(srv, rel, owner, safefs::MAX_VALUE_FILE).map_err(|e| e.to_string())
-}
-
-fn read_flag(srv: &Path, rel: &Path, owner: Owner) -> Result<Flag, String> {
-    let bytes = read_value(srv, rel, owner)?;
-    Flag::parse(bytes.as_deref()).map_err(|e| format!("{}: {e}", rel.display()))
-}
-
 /// What the model already knows about a domain's files (`None`: unknown, look).
 #[derive(Clone, Copy)]
 struct Known<'a> {
@@ -293,7 +292,11 @@ struct Known<'a> {
     symlinks: Option<&'a [String]>,
 }
 
+/// Reads one domain's mail files below `dir`, its directory (`srv` only for the alias
+/// symlinks when the model did not list them); the `config/` files in one batch as the
+/// owner.
 fn read_domain(
+    dir: &safefs::LazyDir<'_>,
     srv: &Path,
     d: &Domain,
     known: Known<'_>,
@@ -307,23 +310,21 @@ fn read_domain(
         p.strip_prefix("config/")
             .is_some_and(|name| config.is_some_and(|c| !c.contains(name)))
     };
-    let read_value = |srv: &Path, p: &Path, owner: Owner| match p.to_str() {
-        Some(r)
-            if absent(
-                r.strip_prefix(&d.dir_name)
-                    .unwrap_or(r)
-                    .trim_start_matches('/'),
-            ) =>
-        {
-            Ok(None)
+    let as_owner = dir.as_owner(owner);
+    // `p` below the domain's directory; messages name it below /srv as they always did.
+    let read_value = |p: &str| -> Result<Option<Vec<u8>>, String> {
+        if absent(p) {
+            return Ok(None);
         }
-        _ => read_value(srv, p, owner),
+        as_owner
+            .read(Path::new(p), safefs::MAX_VALUE_FILE)
+            .map_err(|e| e.to_string())
     };
-    let read_flag = |srv: &Path, p: &Path, owner: Owner| -> Result<Flag, String> {
-        let bytes = read_value(srv, p, owner)?;
-        Flag::parse(bytes.as_deref()).map_err(|e| format!("{}: {e}", p.display()))
+    let read_flag = |p: &str| -> Result<Flag, String> {
+        let bytes = read_value(p)?;
+        Flag::parse(bytes.as_deref()).map_err(|e| format!("{}: {e}", rel(p).display()))
     };
-    let mailboxes_dir = match safefs::stat(srv, &rel("mailboxes")) {
+    let mailboxes_dir = match dir.stat(Path::new("mailboxes")) {
         Ok(Some(s)) if s.kind == Kind::Dir => true,
         Ok(Some(s)) if s.kind == Kind::Symlink => {
             return Err("mailboxes is a symbolic link: refused (make it a real directory)".into());
@@ -332,8 +333,8 @@ fn read_domain(
         Ok(None) => false,
         Err(e) => return Err(e.to_string()),
     };
-    let aliases_raw = read_value(srv, &rel("config/aliases"), owner)?;
-    let forward_raw = read_value(srv, &rel("config/default_forward"), owner)?;
+    let aliases_raw = read_value("config/aliases")?;
+    let forward_raw = read_value("config/default_forward")?;
     if !mailboxes_dir && aliases_raw.is_none() && forward_raw.is_none() {
         return Ok(None);
     }
@@ -362,7 +363,7 @@ fn read_domain(
         }
         None => None,
     };
-    let default_quota = match read_flag(srv, &rel("config/mailbox-quota"), owner)? {
+    let default_quota = match read_flag("config/mailbox-quota")? {
         Flag::Value(v) => match validate::quota(&v) {
             Ok(q) => q,
             Err(e) => {
@@ -372,17 +373,18 @@ fn read_domain(
         },
         _ => 0,
     };
-    let keep_plaintext =
-        read_flag(srv, &rel("config/mailbox-dont-encrypt-passwords"), owner)?.is_on();
-    let dkim_selector =
-        validate::dkim_selector(&read_flag(srv, &rel("config/dkim"), owner)?, hostname);
-    let spf = read_flag(srv, &rel("config/spf"), owner)?;
-    let dmarc = read_flag(srv, &rel("config/dmarc"), owner)?;
+    let keep_plaintext = read_flag("config/mailbox-dont-encrypt-passwords")?.is_on();
+    let dkim = read_flag("config/dkim")?;
+    let spf = read_flag("config/spf")?;
+    let dmarc = read_flag("config/dmarc")?;
+    // The batch ends here: what follows lists and stats as root, as ever.
+    drop(as_owner);
+    let dkim_selector = validate::dkim_selector(&dkim, hostname);
 
     let mut mailboxes = Vec::new();
     let mut refused = Vec::new();
     if mailboxes_dir {
-        let names = match safefs::list_dir(srv, &rel("mailboxes")) {
+        let names = match dir.list_dir(Path::new("mailboxes")) {
             Ok(Some(n)) => n,
             Ok(None) => Vec::new(),
             Err(e) => return Err(e.to_string()),
@@ -404,8 +406,8 @@ fn read_domain(
                     continue;
                 }
             };
-            let mrel = base.join("mailboxes").join(&local);
-            match safefs::stat(srv, &mrel) {
+            let mrel = Path::new("mailboxes").join(&local);
+            match dir.stat(&mrel) {
                 Ok(Some(s)) if s.kind == Kind::Dir => {}
                 Ok(Some(s)) if s.kind == Kind::Symlink => {
                     refused.push((local, "is a symbolic link: not a mailbox".into()));
@@ -418,7 +420,7 @@ fn read_domain(
                     continue;
                 }
             }
-            match read_mailbox(srv, &mrel, &local, owner, default_quota) {
+            match read_mailbox(dir, &base, &mrel, &local, owner, default_quota) {
                 Ok(m) => mailboxes.push(m),
                 Err(e) => refused.push((local, e)),
             }
@@ -464,25 +466,24 @@ fn read_domain(
     }))
 }
 
+/// One mailbox, `mrel` below the domain's directory `dir` (`base` is the domain's name in
+/// /srv, for messages): listed as root, its files read in one batch as the owner.
 fn read_mailbox(
-    srv: &Path,
+    dir: &safefs::LazyDir<'_>,
+    base: &Path,
     mrel: &Path,
     local: &str,
     owner: Owner,
     default_quota: u64,
 ) -> Result<Mailbox, String> {
-    let files: BTreeSet<String> = match safefs::list_dir(srv, mrel) {
+    let files: BTreeSet<String> = match dir.list_dir(mrel) {
         Ok(Some(n)) => n.into_iter().filter_map(|n| n.into_string().ok()).collect(),
         Ok(None) => BTreeSet::new(),
         Err(e) => return Err(e.to_string()),
     };
+    let as_owner = dir.as_owner(owner);
     let login = if files.contains("password") {
-        match safefs::read(
-            srv,
-            &mrel.join("password"),
-            owner,
-            password::MAX_PASSWORD_FILE,
-        ) {
+        match as_owner.read(&mrel.join("password"), password::MAX_PASSWORD_FILE) {
             Ok(Some(b)) => match password::parse(&b) {
                 Ok(s) => Login::Enabled(s),
                 Err(e) => Login::Disabled(e.to_string()),
@@ -496,15 +497,24 @@ fn read_mailbox(
     } else {
         Login::NoPassword
     };
+    // Below /srv, for messages, as they always were.
+    let mpath = base.join(mrel);
     let quota = if files.contains("quota") {
-        match read_flag(srv, &mrel.join("quota"), owner) {
+        let flag = as_owner
+            .read(&mrel.join("quota"), safefs::MAX_VALUE_FILE)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                Flag::parse(b.as_deref())
+                    .map_err(|e| format!("{}: {e}", mpath.join("quota").display()))
+            });
+        match flag {
             Ok(Flag::Value(v)) => match validate::quota(&v) {
                 Ok(q) => q,
                 Err(e) => {
                     tracing::warn!(
                         mailbox = %local,
                         "{}/quota: {e}: using the domain's default",
-                        mrel.display()
+                        mpath.display()
                     );
                     default_quota
                 }
@@ -514,7 +524,7 @@ fn read_mailbox(
                 tracing::warn!(
                     mailbox = %local,
                     "{}/quota: {e}: using the domain's default",
-                    mrel.display()
+                    mpath.display()
                 );
                 default_quota
             }

@@ -151,6 +151,10 @@ pub fn load(srv: &Path, now: i64) -> anyhow::Result<Model> {
 /// alias symlinks and `www.` directories; other domains' directories are not touched.
 pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> anyhow::Result<Model> {
     let mut entries = list_srv(srv)?;
+    // One descriptor of /srv for the whole load: each entry is looked at, and each domain
+    // directory opened, relative to it (not by opening /srv again per file).
+    let srv_dir = safefs::Dir::open_base(srv)
+        .map_err(|e| anyhow::anyhow!("failed to open {}: {e}", srv.display()))?;
     if only.is_none() {
         // A full load visits every entry: in name order. A scoped one sorts only what it
         // keeps (sorting 10,000 names was a third of a scoped load).
@@ -201,7 +205,7 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
             maybe_aliases.push(raw);
             continue;
         }
-        let st = match lstat(srv, raw) {
+        let st = match lstat(&srv_dir, raw) {
             Ok(Some(st)) => st,
             Ok(None) => continue, // vanished while we looked
             Err(e) => {
@@ -254,7 +258,7 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
             if !points_here {
                 continue;
             }
-            match lstat(srv, raw) {
+            match lstat(&srv_dir, raw) {
                 Ok(Some(st)) if st.kind == Kind::Symlink => links.push((raw.to_string(), st)),
                 Ok(_) => {}
                 Err(e) => model.skip(raw, e.to_string()),
@@ -293,7 +297,7 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
         })
         .collect();
     let read = par_map(&pending, |(raw, ascii, st, all_aliases)| {
-        read_domain(srv, raw, ascii, st, all_aliases.clone(), now)
+        read_domain(&srv_dir, raw, ascii, st, all_aliases.clone(), now)
     });
     for ((raw, ascii, _, _), result) in pending.into_iter().zip(read) {
         match result {
@@ -332,14 +336,17 @@ impl Model {
             .filter(|d| d.web || webmail_on)
             .collect();
         let host = cfg.hostname();
+        let srv_dir = safefs::Dir::open_base(&cfg.paths.srv).ok();
         let per_domain = par_map(&all, |d| {
             let config = self.config_files(&d.name);
-            let php = d
-                .web
-                .then(|| crate::php::read_known(cfg, &cfg.paths.srv, d, config));
-            let webmail =
-                webmail_on.then(|| crate::webmail::wanted(&cfg.paths.srv, d, d.name == host));
-            let stats = d.web.then(|| crate::stats::read(&cfg.paths.srv, d));
+            // One handle of the domain's directory for its reads, opened only if one is needed.
+            let dir = match &srv_dir {
+                Some(srv) => safefs::LazyDir::below(srv, Path::new(&d.dir_name)),
+                None => safefs::LazyDir::new(&cfg.paths.srv, Path::new(&d.dir_name)),
+            };
+            let php = d.web.then(|| crate::php::read_known(cfg, &dir, d, config));
+            let webmail = webmail_on.then(|| crate::webmail::wanted_in(&dir, d, d.name == host));
+            let stats = d.web.then(|| crate::stats::read_in(&dir, d, config));
             (d.name.clone(), php, webmail, stats)
         });
         let (mut php, mut webmail, mut stats) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
@@ -421,8 +428,8 @@ fn list_srv(srv: &Path) -> anyhow::Result<Vec<(OsString, Option<std::fs::FileTyp
     Ok(out)
 }
 
-fn lstat(srv: &Path, rel: &str) -> Result<Option<Stat>, safefs::SafeError> {
-    safefs::stat(srv, Path::new(rel))
+fn lstat(srv: &safefs::Dir, rel: &str) -> Result<Option<Stat>, safefs::SafeError> {
+    srv.stat(Path::new(rel))
 }
 
 /// Sympl's rule: system users (uid or gid below 1000) own nothing that dirhost serves.
@@ -504,8 +511,11 @@ const VALUE_FILES: &[&str] = &[
     "hsts",
 ];
 
+/// Reads one domain through a handle of its directory (one walk from /srv per domain; the
+/// handle also pins the directory whose owner was checked), `config/` through a handle of
+/// its own, and the files read as the owner in batches (one credential switch per batch).
 fn read_domain(
-    srv: &Path,
+    srv: &safefs::Dir,
     raw: &str,
     ascii: &str,
     st: &Stat,
@@ -516,29 +526,42 @@ fn read_domain(
         uid: st.uid,
         gid: st.gid,
     };
-    let rel = |p: &str| PathBuf::from(raw).join(p);
-    let config_names: BTreeSet<String> = match safefs::list_dir(srv, &rel("config")) {
-        Ok(Some(names)) => names
+    let dir = match srv.open_dir(Path::new(raw)) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return Err("the directory vanished while it was read".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    match dir.stat(Path::new("")) {
+        Ok(Some(held)) if (held.dev, held.ino) == (st.dev, st.ino) => {}
+        Ok(_) => return Err("the directory was replaced while it was read".into()),
+        Err(e) => return Err(e.to_string()),
+    }
+    let config = dir
+        .open_dir(Path::new("config"))
+        .map_err(|e| format!("config/: {e}"))?;
+    let config_names: BTreeSet<String> = match config.as_ref().map(|c| c.list_dir(Path::new(""))) {
+        Some(Ok(Some(names))) => names
             .into_iter()
             .filter_map(|n| n.into_string().ok())
             .collect(),
-        Ok(None) => BTreeSet::new(),
-        Err(e) => return Err(format!("config/: {e}")),
+        None | Some(Ok(None)) => BTreeSet::new(),
+        Some(Err(e)) => return Err(format!("config/: {e}")),
     };
     let mut values: BTreeMap<&str, Flag> = BTreeMap::new();
-    for name in VALUE_FILES {
-        if !config_names.contains(*name) {
-            continue;
+    {
+        // As the owner from the domain's directory down, as ever (the `config` handle above
+        // is root's, for the listing); one switch for all of them.
+        let as_owner = dir.as_owner(owner);
+        for name in VALUE_FILES {
+            if !config_names.contains(*name) {
+                continue;
+            }
+            let bytes = as_owner
+                .read(&Path::new("config").join(name), safefs::MAX_VALUE_FILE)
+                .map_err(|e| format!("config/{name}: {e}"))?;
+            let flag = Flag::parse(bytes.as_deref()).map_err(|e| format!("config/{name}: {e}"))?;
+            values.insert(name, flag);
         }
-        let bytes = safefs::read(
-            srv,
-            &rel(&format!("config/{name}")),
-            owner,
-            safefs::MAX_VALUE_FILE,
-        )
-        .map_err(|e| format!("config/{name}: {e}"))?;
-        let flag = Flag::parse(bytes.as_deref()).map_err(|e| format!("config/{name}: {e}"))?;
-        values.insert(name, flag);
     }
     let flag = |n: &str| values.get(n).cloned().unwrap_or(Flag::Unset);
 
@@ -552,7 +575,7 @@ fn read_domain(
     let mandatory_ssl = flag("mandatory-ssl").is_on() || flag("ssl-only").is_on();
     let hsts = !(flag("no-hsts").is_on() || flag("hsts") == Flag::False);
 
-    let web = match safefs::stat(srv, &rel("public/htdocs")) {
+    let web = match dir.stat(Path::new("public/htdocs")) {
         Ok(Some(s)) if s.kind == Kind::Dir => true,
         Ok(Some(s)) if s.kind == Kind::Symlink => {
             warnings.push(
@@ -567,7 +590,7 @@ fn read_domain(
     let mut domain = Domain {
         name: ascii.to_string(),
         dir_name: raw.to_string(),
-        dir: srv.join(raw),
+        dir: srv.path().join(raw),
         uid: st.uid,
         gid: st.gid,
         aliases,
@@ -579,8 +602,13 @@ fn read_domain(
         cert: None,
         warnings,
     };
-    let (cert, mut cert_warnings) =
-        current_cert_set(srv, raw, owner, &config_names, &domain.all_names(), now);
+    let (cert, mut cert_warnings) = match &config {
+        Some(config) => {
+            let names = domain.all_names();
+            current_cert_set(&dir, config, owner, &config_names, &names, now)
+        }
+        None => (None, Vec::new()),
+    };
     if let Some(c) = cert.as_ref().filter(|c| !c.uncovered.is_empty()) {
         cert_warnings.push(format!(
             "certificate set {} does not cover {}: HTTPS for those names shows a certificate error",
@@ -600,18 +628,19 @@ fn read_domain(
 /// or unusable, the valid set that expires last (Sympl's rollover rule: a broken `current`
 /// never takes a working certificate away); else the legacy files directly in `config/`.
 /// Problems come back as warnings: the site is still served.
+/// `config` is root's handle of the domain's `config/` (listings, links); the files are read
+/// as the owner from `dom`, the domain's directory, down.
 fn current_cert_set(
-    srv: &Path,
-    raw: &str,
+    dom: &safefs::Dir,
+    config: &safefs::Dir,
     owner: Owner,
     config_names: &BTreeSet<String>,
     names: &[String],
     now: i64,
 ) -> (Option<CertSet>, Vec<String>) {
-    let base = PathBuf::from(raw).join("config");
     let mut warnings = Vec::new();
     if config_names.contains("ssl") {
-        let current = match safefs::read_link(srv, &base.join("ssl/current")) {
+        let current = match config.read_link(Path::new("ssl/current")) {
             Ok(Some(target)) => match set_from_link(&target) {
                 Some(set) => Some(set),
                 None => {
@@ -629,12 +658,12 @@ fn current_cert_set(
             }
         };
         if let Some(set) = &current {
-            match read_set(srv, &base, owner, set, names, now) {
+            match read_set(dom, config, owner, set, names, now) {
                 Ok(c) => return (Some(c), warnings),
                 Err(w) => warnings.push(w),
             }
         }
-        let sets: Vec<String> = match safefs::list_dir(srv, &base.join("ssl/sets")) {
+        let sets: Vec<String> = match config.list_dir(Path::new("ssl/sets")) {
             Ok(Some(v)) => v.into_iter().filter_map(|n| n.into_string().ok()).collect(),
             Ok(None) => Vec::new(),
             Err(e) => {
@@ -647,7 +676,7 @@ fn current_cert_set(
             .iter()
             .filter(|n| validate::set_name(n) && Some(*n) != current.as_ref())
             .filter_map(|n| {
-                read_set(srv, &base, owner, n, names, now)
+                read_set(dom, config, owner, n, names, now)
                     .map_err(|w| broken.push(w))
                     .ok()
             })
@@ -662,7 +691,7 @@ fn current_cert_set(
         // expired sets are normal history and stay quiet).
         warnings.extend(broken);
     }
-    match legacy_set(srv, &base, owner, config_names, names, now) {
+    match legacy_set(dom, owner, config_names, names, now) {
         Ok(c) => (c, warnings),
         Err(w) => {
             warnings.push(w);
@@ -672,20 +701,34 @@ fn current_cert_set(
 }
 
 fn read_set(
-    srv: &Path,
-    base: &Path,
+    dom: &safefs::Dir,
+    config: &safefs::Dir,
     owner: Owner,
     set: &str,
     names: &[String],
     now: i64,
 ) -> Result<CertSet, String> {
-    let dir = base.join("ssl/sets").join(set);
-    let files: BTreeSet<String> = match safefs::list_dir(srv, &dir) {
-        Ok(Some(f)) => f.into_iter().filter_map(|n| n.into_string().ok()).collect(),
-        Ok(None) => return Err(format!("certificate set {set} does not exist")),
+    let missing = || format!("certificate set {set} does not exist");
+    let sub = Path::new("ssl/sets").join(set);
+    let dir = match config.open_dir(&sub) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return Err(missing()),
         Err(e) => return Err(format!("certificate set {set}: {e}")),
     };
-    load_set(srv, &dir, owner, &files, set, names, now)
+    let files: BTreeSet<String> = match dir.list_dir(Path::new("")) {
+        Ok(Some(f)) => f.into_iter().filter_map(|n| n.into_string().ok()).collect(),
+        Ok(None) => return Err(missing()),
+        Err(e) => return Err(format!("certificate set {set}: {e}")),
+    };
+    load_set(
+        dom,
+        &Path::new("config").join(sub),
+        owner,
+        &files,
+        set,
+        names,
+        now,
+    )
 }
 
 /// `sets/<N>` or `<anything>/config/ssl/sets/<N>` → `N`, when `N` is a valid set name.
@@ -703,8 +746,7 @@ fn set_from_link(target: &Path) -> Option<String> {
 }
 
 fn legacy_set(
-    srv: &Path,
-    base: &Path,
+    dom: &safefs::Dir,
     owner: Owner,
     config_names: &BTreeSet<String>,
     names: &[String],
@@ -716,25 +758,52 @@ fn legacy_set(
     if !has_any {
         return Ok(None);
     }
-    load_set(srv, base, owner, config_names, "legacy", names, now).map(Some)
+    load_set(
+        dom,
+        Path::new("config"),
+        owner,
+        config_names,
+        "legacy",
+        names,
+        now,
+    )
+    .map(Some)
 }
 
 /// Reads and verifies a set's files. Certificates come from ssl.crt/ssl.cert/ssl.pem/
 /// ssl.combined then ssl.bundle; the key from ssl.key, else from a combined file.
+/// `sub`: the set's directory below `dom`, the domain's; `files`: what its listing showed.
 fn load_set(
-    srv: &Path,
-    dir: &Path,
+    dom: &safefs::Dir,
+    sub: &Path,
     owner: Owner,
     files: &BTreeSet<String>,
     set: &str,
     names: &[String],
     now: i64,
 ) -> Result<CertSet, String> {
+    // The set's files in one batch as the owner (dropped before verifying), its directory
+    // walked once, as the owner, from the domain's.
+    let as_owner = dom.as_owner(owner);
+    let set_dir = std::cell::OnceCell::new();
     let read = |f: &str| -> Result<Option<certs::Pem>, String> {
         if !files.contains(f) {
             return Ok(None);
         }
-        let bytes = safefs::read(srv, &dir.join(f), owner, safefs::MAX_VALUE_FILE)
+        let set_dir = match set_dir.get() {
+            Some(d) => d,
+            None => {
+                let opened = as_owner
+                    .open_dir(sub)
+                    .map_err(|e| format!("certificate set {set}: {e}"))?;
+                set_dir.get_or_init(|| opened)
+            }
+        };
+        let Some(set_dir) = set_dir else {
+            return Ok(None);
+        };
+        let bytes = set_dir
+            .read(Path::new(f), safefs::MAX_VALUE_FILE)
             .map_err(|e| format!("certificate set {set}: {e}"))?;
         match bytes {
             None => Ok(None),
@@ -766,6 +835,8 @@ fn load_set(
             }
         }
     }
+    drop(set_dir);
+    drop(as_owner);
     // The set must cover the domain itself; names it leaves out (a `www.` or alias whose DNS
     // does not point here yet, so the CA could not validate it) are reported, not fatal.
     let info = certs::verify_set(&pem, &names[..names.len().min(1)], now)

@@ -110,14 +110,16 @@ impl State {
 /// (symlink, FIFO, too large). The caller leaves the domain's previous configuration in
 /// place rather than guess.
 pub fn read(cfg: &Config, srv: &Path, d: &Domain) -> Result<State, String> {
-    read_known(cfg, srv, d, None)
+    let dir = safefs::LazyDir::new(srv, Path::new(&d.dir_name));
+    read_known(cfg, &dir, d, None)
 }
 
 /// [`read`], given the names in the domain's `config/` when the caller listed it already
-/// (the model did): a file that is not there is not read.
+/// (the model did): a file that is not there is not read. `dir` is the domain's directory
+/// (opened only if something is read; both files in one batch as the owner).
 pub fn read_known(
     cfg: &Config,
-    srv: &Path,
+    dir: &safefs::LazyDir<'_>,
     d: &Domain,
     config: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<State, String> {
@@ -126,12 +128,13 @@ pub fn read_known(
             reason: "dirhost manages no PHP on this server ([php] enabled = false)".into(),
         });
     }
+    let as_owner = dir.as_owner(d.owner());
     let file = |name: &str| {
         if config.is_some_and(|c| !c.contains(name)) {
             return Ok(None);
         }
-        let rel = PathBuf::from(&d.dir_name).join("config").join(name);
-        safefs::read(srv, &rel, d.owner(), safefs::MAX_VALUE_FILE)
+        as_owner
+            .read(&Path::new("config").join(name), safefs::MAX_VALUE_FILE)
             .map_err(|e| format!("config/{name}: {e}"))
     };
     let flag = Flag::parse(file("php")?.as_deref()).map_err(|e| format!("config/php: {e}"))?;
@@ -206,6 +209,8 @@ pub fn ensure_dirs(srv: &Path, d: &Domain) -> Result<(), String> {
 pub fn prepare(cfg: &Config, model: &Model) -> Vec<(String, String)> {
     let srv = &cfg.paths.srv;
     let web: Vec<&Domain> = model.domains.values().filter(|d| d.web).collect();
+    // One descriptor of /srv for the pass: each listing walks from it, not from a new open.
+    let srv_dir = safefs::Dir::open_base(srv);
     crate::model::par_map(&web, |d| {
         // The switches read in the model phase; read them here only for a model without.
         let on = match model.services.as_ref().and_then(|s| s.php.get(&d.name)) {
@@ -218,7 +223,11 @@ pub fn prepare(cfg: &Config, model: &Model) -> Vec<(String, String)> {
         // Both already there (every apply but the first): one listing of `php/`, no owner
         // switch. Only a hint to skip work: whatever else is there is the owner's business,
         // and a missing entry goes through `ensure_dirs`, which never follows a link.
-        let listed = safefs::list_dir(srv, &PathBuf::from(&d.dir_name).join(PHP_DIR));
+        let php_dir = PathBuf::from(&d.dir_name).join(PHP_DIR);
+        let listed = match &srv_dir {
+            Ok(srv_dir) => srv_dir.list_dir(&php_dir),
+            Err(_) => safefs::list_dir(srv, &php_dir),
+        };
         if let Ok(Some(names)) = listed {
             let has = |rel: &str| {
                 let name = rel.rsplit('/').next().unwrap_or(rel);

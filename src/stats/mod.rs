@@ -194,14 +194,25 @@ impl State {
 
 /// Reads `config/stats` and `config/stats-password` through `safefs` as the owner.
 pub fn read(srv: &Path, d: &Domain) -> State {
+    read_in(&safefs::LazyDir::new(srv, Path::new(&d.dir_name)), d, None)
+}
+
+/// [`read`] below `dir`, the domain's directory (opened only if a file is read; both in one
+/// batch as the owner). `config`: the names in the domain's `config/` when the caller listed
+/// it already (the model did): a file that is not there is not read.
+pub fn read_in(dir: &safefs::LazyDir<'_>, d: &Domain, config: Option<&BTreeSet<String>>) -> State {
     if !d.web {
         return State::Off {
             reason: "no web site (public/htdocs)".into(),
         };
     }
+    let as_owner = dir.as_owner(d.owner());
     let file = |name: &str| {
-        let rel = PathBuf::from(&d.dir_name).join("config").join(name);
-        safefs::read(srv, &rel, d.owner(), safefs::MAX_VALUE_FILE)
+        if config.is_some_and(|c| !c.contains(name)) {
+            return Ok(None);
+        }
+        as_owner
+            .read(&Path::new("config").join(name), safefs::MAX_VALUE_FILE)
             .map_err(|e| format!("config/{name}: {e}"))
     };
     let flag = match file(FLAG_FILE) {

@@ -252,23 +252,27 @@ pub fn enabled(cfg: &Config) -> bool {
 /// `host`) and its `config/webmail` does not switch it off. Read through `safefs` as the
 /// owner. `Err` for a `config/webmail` that is neither on nor off (or cannot be read safely):
 /// the caller leaves the domain as it was rather than guess.
-/// Called in the model phase (`Model::load_services`); render uses the result.
+/// Called in the model phase (`Model::load_services`, as [`wanted_in`]); render uses the result.
 pub fn wanted(srv: &Path, d: &Domain, host: bool) -> Result<bool, String> {
-    let rel = PathBuf::from(&d.dir_name);
+    wanted_in(&safefs::LazyDir::new(srv, Path::new(&d.dir_name)), d, host)
+}
+
+/// [`wanted`] below `dir`, the domain's directory (opened at its first use).
+pub fn wanted_in(dir: &safefs::LazyDir<'_>, d: &Domain, host: bool) -> Result<bool, String> {
     let mailboxes = matches!(
-        safefs::stat(srv, &rel.join("mailboxes")),
+        dir.stat(Path::new("mailboxes")),
         Ok(Some(s)) if s.kind == Kind::Dir
     );
     if !mailboxes && !host {
         return Ok(false); // the common case costs one stat
     }
-    let raw = safefs::read(
-        srv,
-        &rel.join("config/webmail"),
-        d.owner(),
-        safefs::MAX_VALUE_FILE,
-    )
-    .map_err(|e| format!("config/webmail: {e}"))?;
+    let raw = dir
+        .read(
+            Path::new("config/webmail"),
+            d.owner(),
+            safefs::MAX_VALUE_FILE,
+        )
+        .map_err(|e| format!("config/webmail: {e}"))?;
     match Flag::parse(raw.as_deref()).map_err(|e| format!("config/webmail: {e}"))? {
         Flag::False => Ok(false),
         Flag::Unset | Flag::True => Ok(mailboxes || host),
