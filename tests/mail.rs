@@ -6,7 +6,7 @@ mod common;
 #[path = "common/mail.rs"]
 mod mailh;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use mailh::*;
@@ -909,6 +909,20 @@ fn presented_subject(port: u16, sni: &str, starttls: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// [`presented_subject`] until it contains `want` (at most 10 s, then the last one seen):
+/// Dovecot's reload is a signal, so the first connection after `apply` may still meet the
+/// previous configuration.
+fn wait_presented(port: u16, sni: &str, starttls: Option<&str>, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = presented_subject(port, sni, starttls);
+        if s.contains(want) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn tls_certificates_by_sni_pop3s_and_quotas() {
     let w = mail_world();
@@ -936,7 +950,7 @@ fn tls_certificates_by_sni_pop3s_and_quotas() {
         (m.smtp, Some("smtp")),
         (m.submission, Some("smtp")),
     ] {
-        let s = presented_subject(port, D, starttls);
+        let s = wait_presented(port, D, starttls, "CN = example.test");
         assert!(
             s.contains("CN = example.test"),
             "{port}: {s}\n{}",
