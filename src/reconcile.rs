@@ -181,22 +181,12 @@ fn run(
 }
 
 /// Holds the apply lock until dropped.
-pub struct Lock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+pub type Lock = crate::lockfile::FileLock;
 
 /// Takes the exclusive apply lock, waiting for another reconcile to finish.
 pub fn lock(cfg: &Config) -> Result<Lock> {
     let state = &cfg.paths.state;
     std::fs::create_dir_all(state)
         .with_context(|| format!("failed to create {}", state.display()))?;
-    let path = state.join("apply.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("failed to open {}", path.display()))?;
-    let flock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("failed to lock {}", path.display()))?;
-    Ok(Lock(flock))
+    crate::lockfile::exclusive(&state.join("apply.lock"), 0o644)
 }

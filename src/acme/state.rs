@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -163,24 +163,13 @@ pub fn account_file(cfg: &Config, directory: &str) -> PathBuf {
 }
 
 /// A held per-domain lock (released on drop).
-pub struct DomainLock(#[allow(dead_code)] nix::fcntl::Flock<fs::File>);
+pub type DomainLock = crate::lockfile::FileLock;
 
 /// Takes the domain's lock, waiting for a concurrent `ssl renew` or maintainer pass.
 pub fn lock_domain(cfg: &Config, domain: &str) -> Result<DomainLock> {
     let dir = acme_dir(cfg).join("locks");
     mkdir_private(&dir)?;
-    let path = dir.join(format!("{domain}.lock"));
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("failed to open {}", path.display()))?;
-    let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("failed to lock {}", path.display()))?;
-    Ok(DomainLock(lock))
+    crate::lockfile::exclusive(&dir.join(format!("{domain}.lock")), 0o600)
 }
 
 #[cfg(test)]

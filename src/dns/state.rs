@@ -105,25 +105,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Holds `<state>/dns/lock` (released on drop).
-struct Lock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
-
-fn lock(dir: &Path) -> Result<Lock> {
+fn lock(dir: &Path) -> Result<crate::lockfile::FileLock> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(dir)
         .with_context(|| format!("failed to create {}", dir.display()))?;
-    let path = dir.join("lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("failed to open {}", path.display()))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map(Lock)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("failed to lock {}", path.display()))
+    crate::lockfile::exclusive(&dir.join("lock"), 0o644)
 }
 
 /// SHA-256 (hex) of a zone's content, serial excluded.

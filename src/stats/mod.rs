@@ -658,20 +658,8 @@ pub fn generate(cfg: &Config, only: Option<&BTreeSet<String>>) -> Result<Vec<Out
 }
 
 /// Holds `<state>/stats/generate.lock`: one generator run at a time.
-struct GenLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
-
-fn lock(layout: &Layout) -> Result<GenLock> {
-    let path = layout.root.join("generate.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("failed to open {}", path.display()))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map(GenLock)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("failed to lock {}", path.display()))
+fn lock(layout: &Layout) -> Result<crate::lockfile::FileLock> {
+    crate::lockfile::exclusive(&layout.root.join("generate.lock"), 0o644)
 }
 
 /// The log files a report reads, oldest first (Debian's logrotate keeps `.1` uncompressed).
