@@ -932,11 +932,6 @@ mod tests {
     fn shop(cert: bool) -> Domain {
         let pem = crate::certs::parse_pem(SHOP_CRT.as_bytes()).unwrap();
         Domain {
-            name: "shop.test".into(),
-            dir_name: "shop.test".into(),
-            dir: "/srv/shop.test".into(),
-            uid: 2001,
-            gid: 2001,
             aliases: vec![
                 "blog.shop.test".into(),
                 "shop-alias.test".into(),
@@ -944,11 +939,6 @@ mod tests {
                 "www.shop-alias.test".into(),
                 "www.shop.test".into(),
             ],
-            web: true,
-            ips: Vec::new(),
-            ssl_provider: SslProvider::Letsencrypt,
-            mandatory_ssl: false,
-            hsts: true,
             cert: cert.then(|| crate::model::CertSet {
                 name: "0".into(),
                 chain_pem: SHOP_CRT.into(),
@@ -956,7 +946,7 @@ mod tests {
                 info: crate::certs::cert_info(&pem.certs[0]).unwrap(),
                 uncovered: Vec::new(),
             }),
-            warnings: Vec::new(),
+            ..Domain::for_test("shop.test", "/srv/shop.test", 2001, 2001)
         }
     }
 

@@ -114,6 +114,27 @@ impl Domain {
         }
     }
 
+    /// A plain site `name` at `dir` owned by `uid`:`gid`, every setting at its default: the
+    /// starting point of unit tests (`Domain { aliases, ..Domain::for_test(..) }`).
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str, dir: impl Into<PathBuf>, uid: u32, gid: u32) -> Self {
+        Self {
+            name: name.into(),
+            dir_name: name.into(),
+            dir: dir.into(),
+            uid,
+            gid,
+            aliases: Vec::new(),
+            web: true,
+            ips: Vec::new(),
+            ssl_provider: validate::SslProvider::Letsencrypt,
+            mandatory_ssl: false,
+            hsts: true,
+            cert: None,
+            warnings: Vec::new(),
+        }
+    }
+
     /// The domain followed by its aliases: every name the site answers to.
     pub fn all_names(&self) -> Vec<String> {
         std::iter::once(self.name.clone())

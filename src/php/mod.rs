@@ -323,21 +323,7 @@ mod tests {
         let dir = srv.join(name);
         std::fs::create_dir_all(dir.join("config")).unwrap();
         let m = std::fs::metadata(&dir).unwrap();
-        Domain {
-            name: name.into(),
-            dir_name: name.into(),
-            dir,
-            uid: m.uid(),
-            gid: m.gid(),
-            aliases: Vec::new(),
-            web: true,
-            ips: Vec::new(),
-            ssl_provider: crate::model::validate::SslProvider::Letsencrypt,
-            mandatory_ssl: false,
-            hsts: true,
-            cert: None,
-            warnings: Vec::new(),
-        }
+        Domain::for_test(name, dir, m.uid(), m.gid())
     }
 
     #[test]

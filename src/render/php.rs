@@ -133,23 +133,11 @@ pub fn render_pool(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::validate::SslProvider;
 
     fn domain() -> Domain {
         Domain {
-            name: "example.com".into(),
-            dir_name: "example.com".into(),
-            dir: "/srv/example.com".into(),
-            uid: 2001,
-            gid: 2002,
             aliases: vec!["www.example.com".into()],
-            web: true,
-            ips: Vec::new(),
-            ssl_provider: SslProvider::Letsencrypt,
-            mandatory_ssl: false,
-            hsts: true,
-            cert: None,
-            warnings: Vec::new(),
+            ..Domain::for_test("example.com", "/srv/example.com", 2001, 2002)
         }
     }
 

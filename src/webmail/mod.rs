@@ -460,21 +460,7 @@ mod tests {
         let dir = srv.join("example.com");
         std::fs::create_dir_all(dir.join("config")).unwrap();
         let m = std::fs::metadata(&dir).unwrap();
-        let d = Domain {
-            name: "example.com".into(),
-            dir_name: "example.com".into(),
-            dir: dir.clone(),
-            uid: m.uid(),
-            gid: m.gid(),
-            aliases: Vec::new(),
-            web: true,
-            ips: Vec::new(),
-            ssl_provider: crate::model::validate::SslProvider::Letsencrypt,
-            mandatory_ssl: false,
-            hsts: true,
-            cert: None,
-            warnings: Vec::new(),
-        };
+        let d = Domain::for_test("example.com", dir.clone(), m.uid(), m.gid());
         assert_eq!(wanted(srv, &d, false), Ok(false), "no mailboxes");
         std::fs::write(dir.join("config/webmail"), "sometimes").unwrap();
         assert_eq!(
