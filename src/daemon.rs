@@ -541,8 +541,8 @@ impl Daemon {
                     );
                 } else {
                     tracing::info!(
-                        took_ms,
                         srv_index = self.srv_index.entries(),
+                        took_ms,
                         "full resync: {changes} changes, {failing} domain(s) failing"
                     );
                 }
