@@ -164,8 +164,8 @@ pub fn load_scoped_indexed(
     index: Option<&srvindex::Shared>,
 ) -> anyhow::Result<Model> {
     if let (Some(o), Some(shared)) = (only, index) {
-        // Clone-free: the entries and `www.` lookups are taken under the lock, which the
-        // daemon's loop (the only other user) never holds across a load.
+        // The entries this scope can concern and the `www.` names among those the rule may
+        // ask about, taken under the index's lock (held only for this lookup).
         let found = shared.with(|ix| {
             ix.entries_for(srv, o).map(|entries| {
                 let www: BTreeSet<String> = entries
