@@ -192,16 +192,16 @@ pub fn load_scoped_indexed(
     };
     // A full load for the daemon: the index is built from this very listing, unless lstat
     // disagreed with the listing's inodes (a mount point, an overlay): then there is none.
+    // Built before the load, so that its allocations sit together rather than scattered
+    // among the load's (freed after the reconcile): scattered, they kept pages of the
+    // daemon's heap resident that `malloc_trim` would otherwise give back.
     shared.clear();
-    let srv_id = safefs::stat(srv, Path::new(""))
+    let built = safefs::stat(srv, Path::new(""))
         .ok()
         .flatten()
-        .map(|st| (st.dev, st.ino));
-    let listed = entries.clone();
+        .map(|st| srvindex::SrvIndex::build((st.dev, st.ino), &entries));
     let (model, consistent) = load_entries(srv, only, now, entries, None)?;
-    if let Some(id) = srv_id.filter(|_| consistent) {
-        shared.set(Some(srvindex::SrvIndex::build(id, &listed)));
-    }
+    shared.set(built.filter(|_| consistent));
     Ok(model)
 }
 

@@ -40,8 +40,9 @@ pub struct SrvIndex {
     srv_id: (u64, u64),
     /// Every UTF-8 entry the load looks at: may it be a symlink, and its inode.
     entries: HashMap<String, (bool, u64)>,
-    /// Inode → entries, for the directory an alias in scope points at.
-    by_ino: HashMap<u64, BTreeSet<String>>,
+    /// (inode, entry), for the directory an alias in scope points at (one tree, not a set
+    /// per inode: a few dozen bytes per entry).
+    by_ino: BTreeSet<(u64, String)>,
     /// Entries that may be symlinks (each a possible alias of a domain in scope).
     links: BTreeSet<String>,
     /// ASCII name → the non-ASCII entries that are that domain (IDN directories).
@@ -98,7 +99,7 @@ impl SrvIndex {
         }
         self.remove(name);
         self.entries.insert(name.to_string(), (maybe_link, ino));
-        self.by_ino.entry(ino).or_default().insert(name.to_string());
+        self.by_ino.insert((ino, name.to_string()));
         if maybe_link {
             self.links.insert(name.to_string());
         }
@@ -124,12 +125,7 @@ impl SrvIndex {
                 }
             }
         }
-        if let Some(set) = self.by_ino.get_mut(&ino) {
-            set.remove(name);
-            if set.is_empty() {
-                self.by_ino.remove(&ino);
-            }
-        }
+        self.by_ino.remove(&(ino, name.to_string()));
         self.links.remove(name);
         if !name.is_ascii()
             && let Ok(ascii) = validate::domain_name(name)
@@ -201,9 +197,12 @@ impl SrvIndex {
             }
         }
         for ino in inos {
-            if let Some(set) = self.by_ino.get(&ino) {
-                names.extend(set.iter().map(String::as_str));
-            }
+            names.extend(
+                self.by_ino
+                    .range((ino, String::new())..)
+                    .take_while(|(i, _)| *i == ino)
+                    .map(|(_, n)| n.as_str()),
+            );
         }
         names.extend(self.links.iter().map(String::as_str));
         Some(
