@@ -19,7 +19,8 @@
 //! progress) on SIGTERM/SIGINT. The loop never waits for it, except to stop it.
 //!
 //! What it must not do: render, plan, write or reload anything itself (that is
-//! `reconcile`'s), read /srv other than through `watch`, or poll. Between events it sleeps in
+//! `reconcile`'s), read /srv other than through `watch` (and the index of /srv's `lstat`
+//! of a batch's dirty entries, `model::srvindex`), or poll. Between events it sleeps in
 //! one blocking receive whose timeout is the next deadline (a batch, a retry, a resync, a
 //! watchdog ping): an idle daemon does not wake up otherwise.
 
