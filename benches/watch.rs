@@ -12,7 +12,9 @@
 //! - **reconcile**: the daemon's own work for one dirty domain, i.e. the
 //!   `reconcile(Request { only: {one domain} })` call itself, in this process, with 1,000 and
 //!   10,000 domains in /srv and Apache's test/reload commands set to `true`. Three cases:
-//!   nothing changed, a flag file changed (one vhost rewritten), a new domain appeared.
+//!   nothing changed, a flag file changed (one vhost rewritten), a new domain appeared. Each
+//!   size twice: with the daemon's index of /srv (built by the full reconcile, updated with
+//!   the dirty entry before each scoped one, as a batch does), and listing /srv.
 //! - **daemon**: `dirhost watch` on 10,000 domains (commands `true`): time to READY, watches,
 //!   RSS, mkdir → vhost enabled on disk, then 30 s idle: CPU time (utime+stime) and context
 //!   switches of all its threads, which stay flat when nothing happens.
@@ -29,6 +31,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use dirhost::config::Config;
+use dirhost::model::srvindex::Shared as SrvIndex;
 use dirhost::reconcile::{self, Request};
 use dirhost::sandbox::Sandbox;
 
@@ -62,7 +65,9 @@ fn main() {
     if want("reconcile") {
         let sizes: &[usize] = if full { &[1_000, 10_000] } else { &[20] };
         for &n in sizes {
-            reconcile_one(n, if full { 20 } else { 2 });
+            for indexed in [true, false] {
+                reconcile_one(n, if full { 20 } else { 2 }, indexed);
+            }
         }
     }
     if want("daemon") {
@@ -208,21 +213,34 @@ fn make_site(srv: &Path, name: &str) {
     }
 }
 
-fn reconcile_one(n: usize, runs: usize) {
+fn reconcile_one(n: usize, runs: usize, indexed: bool) {
     let sb = world(n);
     let cfg = Config::load(sb.config_path(), true).expect("config");
     let path = sb.config_path().to_path_buf();
+    // As the daemon does: the full resync builds the index of /srv, and each batch updates
+    // it from its dirty entries (inside the timed part, as in the daemon's batch) before
+    // the scoped reconcile reads /srv's entries from it. Without the index (every other
+    // caller): the scoped load lists /srv.
+    let index = SrvIndex::default();
     let t0 = Instant::now();
-    let full = reconcile::reconcile(&cfg, &path, &Request::default()).expect("full");
+    let req = Request {
+        srv_index: indexed.then(|| index.clone()),
+        ..Request::default()
+    };
+    let full = reconcile::reconcile(&cfg, &path, &req).expect("full");
     let full_took = t0.elapsed();
     assert!(full.failed_domains().is_empty());
+    assert_eq!(index.entries().is_some(), indexed);
 
     let one = |d: &str| -> (Duration, usize) {
+        let t0 = Instant::now();
+        let used = indexed && index.update(sb.srv(), [d]);
+        assert_eq!(used, indexed, "the index was dropped");
         let req = Request {
             only: Some(BTreeSet::from([d.to_string()])),
+            srv_index: used.then(|| index.clone()),
             ..Request::default()
         };
-        let t0 = Instant::now();
         let r = reconcile::reconcile(&cfg, &path, &req).expect("reconcile");
         (t0.elapsed(), r.outcome.applied.len())
     };
@@ -254,7 +272,7 @@ fn reconcile_one(n: usize, runs: usize) {
     }
     let mut new = Vec::new();
     for i in 0..runs {
-        let name = format!("new{i}.test");
+        let name = format!("new{i}-{indexed}.test");
         make_site(sb.srv(), &name);
         let (t, changes) = one(&name);
         assert!(changes > 0);
@@ -264,8 +282,13 @@ fn reconcile_one(n: usize, runs: usize) {
     let (c50, cmax) = median(changed);
     let (n50, nmax) = median(new);
     println!(
-        "reconcile one dirty domain with {n} domains in /srv (commands `true`, {runs} runs, median/max): \
+        "reconcile one dirty domain with {n} domains in /srv ({}; commands `true`, {runs} runs, median/max): \
          unchanged {}/{}, flag changed {}/{}, new domain {}/{}; (full reconcile of all {n}: {})",
+        if indexed {
+            "daemon's index of /srv"
+        } else {
+            "listing /srv"
+        },
         ms(u50),
         ms(umax),
         ms(c50),

@@ -606,6 +606,7 @@ fn cmd_apply(cfg: &Config, path: &Path, a: &ApplyArgs) -> Result<u8> {
         only: domain_args(&a.domains)?,
         force: a.force,
         dry_run: a.dry_run,
+        ..Request::default()
     };
     let report = reconcile::reconcile(cfg, path, &req)?;
     let mut out = std::io::stdout().lock();

@@ -19,7 +19,8 @@
 //! progress) on SIGTERM/SIGINT. The loop never waits for it, except to stop it.
 //!
 //! What it must not do: render, plan, write or reload anything itself (that is
-//! `reconcile`'s), read /srv other than through `watch`, or poll. Between events it sleeps in
+//! `reconcile`'s), read /srv other than through `watch` (and the index of /srv's `lstat`
+//! of a batch's dirty entries, `model::srvindex`), or poll. Between events it sleeps in
 //! one blocking receive whose timeout is the next deadline (a batch, a retry, a resync, a
 //! watchdog ping): an idle daemon does not wake up otherwise.
 
@@ -37,6 +38,7 @@ use notify::EventKind;
 
 use crate::acme;
 use crate::config::{self, Config};
+use crate::model::srvindex::Shared as SrvIndexCell;
 use crate::reconcile::{self, Report, Request};
 use crate::watch::{Batch, Tree};
 
@@ -300,6 +302,10 @@ struct Daemon {
     /// Certificates and DNS publication, off the hot path (`None` until the first full
     /// resync, or if its thread could not start).
     maintainer: Option<acme::Maintainer>,
+    /// /srv's entries, built by each full resync and updated from each batch's dirty
+    /// entries, so a batch's scoped load does not list /srv (`model::srvindex`). Dropped on
+    /// overflow, inotify errors, SIGHUP and any doubt; used only while /srv is watched.
+    srv_index: SrvIndexCell,
 }
 
 /// Starts notify's inotify watcher, sending every non-access event to the loop. Without
@@ -361,6 +367,7 @@ impl Daemon {
             sd,
             watchdog,
             maintainer: None,
+            srv_index: SrvIndexCell::default(),
             config_path: config_path.to_path_buf(),
             cfg,
             tx,
@@ -402,6 +409,7 @@ impl Daemon {
                 Ok(Msg::Fs(Ok(ev))) => self.on_event(&ev),
                 Ok(Msg::Fs(Err(e))) => {
                     tracing::warn!("inotify: {e}; rescanning {}", self.cfg.paths.srv.display());
+                    self.srv_index.clear();
                     self.request_resync();
                 }
                 Ok(Msg::Signal(Signal::SIGHUP)) => self.reload_config(),
@@ -466,6 +474,7 @@ impl Daemon {
         let noted = self.tree.note(ev);
         if noted.rescan {
             tracing::info!("events were lost or /srv itself changed: full resync");
+            self.srv_index.clear();
             self.request_resync();
         }
         for entry in noted.entries {
@@ -498,7 +507,14 @@ impl Daemon {
         if let Err(e) = self.tree.refresh_all() {
             tracing::error!("{e:#}");
         }
-        let result = reconcile::reconcile(&self.cfg, &self.config_path, &Request::default());
+        // The index of /srv is rebuilt from this resync's listing, when /srv is watched
+        // (else its entries' changes would go unseen).
+        self.srv_index.clear();
+        let req = Request {
+            srv_index: self.tree.watches_srv().then(|| self.srv_index.clone()),
+            ..Request::default()
+        };
+        let result = reconcile::reconcile(&self.cfg, &self.config_path, &req);
         let end = Instant::now();
         self.last_full = (end - start, end);
         match result {
@@ -526,6 +542,7 @@ impl Daemon {
                     );
                 } else {
                     tracing::info!(
+                        srv_index = self.srv_index.entries(),
                         took_ms,
                         "full resync: {changes} changes, {failing} domain(s) failing"
                     );
@@ -559,6 +576,16 @@ impl Daemon {
             self.tree.refresh(entry);
         }
         domains.extend(retry);
+        // The dirty entries are looked at again in the index (whatever their events said;
+        // even those that dirty no domain: a symlink with a bad name is still looked at by
+        // a load), so the scoped load takes /srv's entries from it rather than listing /srv.
+        let indexed = self.tree.watches_srv()
+            && self
+                .srv_index
+                .update(&self.cfg.paths.srv, entries.iter().map(String::as_str));
+        if !indexed {
+            self.srv_index.clear();
+        }
         if domains.is_empty() {
             return;
         }
@@ -573,6 +600,7 @@ impl Daemon {
         self.kick(domains.clone());
         let req = Request {
             only: Some(domains.clone()),
+            srv_index: indexed.then(|| self.srv_index.clone()),
             ..Request::default()
         };
         let result = reconcile::reconcile(&self.cfg, &self.config_path, &req);
@@ -582,6 +610,7 @@ impl Daemon {
                 self.record(&report, Some(&domains), end);
                 tracing::debug!(
                     took_ms = (end - start).as_millis() as u64,
+                    srv_index = indexed,
                     "reconciled {} domain(s): {} changes",
                     domains.len(),
                     report.outcome.applied.len()
@@ -713,6 +742,7 @@ impl Daemon {
             }
             Err(e) => tracing::error!("SIGHUP: {e:#}; keeping the previous configuration"),
         }
+        self.srv_index.clear();
         self.resync_at = Instant::now();
     }
 }

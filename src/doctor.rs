@@ -77,6 +77,7 @@ pub fn check(cfg: &Config, config_path: &Path, opts: &Options) -> anyhow::Result
         only: opts.only.clone(),
         force: false,
         dry_run: true,
+        ..Request::default()
     };
     let model = crate::model::load_scoped(&cfg.paths.srv, opts.only.as_ref(), reconcile::now())?;
     inotify(cfg, model.domains.len(), &mut out);

@@ -26,6 +26,9 @@ pub struct Request {
     pub force: bool,
     /// Plan but change nothing.
     pub dry_run: bool,
+    /// The daemon's index of /srv: a full reconcile builds it, a scoped one reads /srv's
+    /// entries from it instead of listing /srv (`None`, every other caller: list /srv).
+    pub srv_index: Option<model::srvindex::Shared>,
 }
 
 /// What a reconcile found and did.
@@ -74,7 +77,8 @@ pub fn now() -> i64 {
 /// Runs the pipeline once.
 pub fn reconcile(cfg: &Config, config_path: &Path, req: &Request) -> Result<Report> {
     let _lock = if req.dry_run { None } else { Some(lock(cfg)?) };
-    let model = model::load_with_services(cfg, req.only.as_ref(), now())?;
+    let model =
+        model::load_with_services_indexed(cfg, req.only.as_ref(), now(), req.srv_index.as_ref())?;
     run(Cow::Owned(model), cfg, config_path, req)
 }
 

@@ -206,6 +206,12 @@ impl Tree {
         self.limited
     }
 
+    /// Whether /srv itself is watched (its entries' creation, removal and renames are seen:
+    /// what the daemon's index of /srv relies on).
+    pub fn watches_srv(&self) -> bool {
+        self.srv_watched
+    }
+
     /// How many watches are in place.
     pub fn watch_count(&self) -> usize {
         self.count

@@ -37,11 +37,16 @@ impl Watcher {
     }
 
     fn start_with_env(sb: &Sandbox, env: &[(&str, &str)]) -> Self {
+        Self::start_logging(sb, env, "-v")
+    }
+
+    /// With `verbose` as the log level flag (`-vv`: each batch's debug line too).
+    fn start_logging(sb: &Sandbox, env: &[(&str, &str)], verbose: &str) -> Self {
         let log = sb.root().join("watch.log");
         let child = Command::new(env!("CARGO_BIN_EXE_dirhost"))
             .arg("--config")
             .arg(sb.config_path())
-            .args(["-v", "watch"])
+            .args([verbose, "watch"])
             .envs(env.iter().copied())
             .env_remove("DIRHOST_LOG")
             .stdin(Stdio::null())
@@ -216,6 +221,82 @@ fn mkdir_is_served_rm_is_gone_and_mandatory_ssl_redirects() {
 
     let st = w.stop();
     assert_eq!(st.code(), Some(0));
+}
+
+/// Polls until `host`'s page contains `text`.
+#[track_caller]
+fn assert_body(sb: &Sandbox, w: &Watcher, host: &str, text: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = sb.http_get(host, "/");
+        if got
+            .as_ref()
+            .is_ok_and(|r| r.status == 200 && r.body.contains(text))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host}: no {text:?} within {WAIT:?}, last: {:?}\n--- watch log ---\n{}",
+            got.map(|r| (r.status, r.body)),
+            w.log()
+        );
+        sleep(POLL);
+    }
+}
+
+/// The daemon's batches take /srv's entries from its index of /srv (built by the full
+/// resync, updated from each batch's dirty entries) instead of listing /srv: an alias
+/// symlink added for a running site is served, retargeted (`ln -sfn`) serves the other
+/// site, removed is gone, and every batch says it used the index.
+#[test]
+fn alias_symlinks_come_and_go_through_the_daemons_index_of_srv() {
+    let sb = sandbox();
+    sb.add_site("main.test", OWNER, "the main site").unwrap();
+    sb.add_site("other.test", OWNER, "the other site").unwrap();
+    let w = Watcher::start_logging(&sb, &[], "-vv");
+    assert_body(&sb, &w, "main.test", "the main site");
+    let log = w.log();
+    let resync = log.lines().find(|l| l.contains("full resync:")).unwrap();
+    assert!(
+        resync.contains("srv_index=2"),
+        "the full resync builds the index: {resync}"
+    );
+
+    // ln -s main.test alias.test, as the site's owner: served as the site, www. form too.
+    let alias = sb.srv().join("alias.test");
+    std::os::unix::fs::symlink("main.test", &alias).unwrap();
+    std::os::unix::fs::lchown(&alias, Some(OWNER), Some(OWNER)).unwrap();
+    assert_body(&sb, &w, "alias.test", "the main site");
+    assert_body(&sb, &w, "www.alias.test", "the main site");
+
+    // ln -sfn other.test alias.test: a new link renamed over the old one.
+    let tmp = sb.srv().join(".alias.test.tmp");
+    std::os::unix::fs::symlink("other.test", &tmp).unwrap();
+    std::os::unix::fs::lchown(&tmp, Some(OWNER), Some(OWNER)).unwrap();
+    std::fs::rename(&tmp, &alias).unwrap();
+    assert_body(&sb, &w, "alias.test", "the other site");
+    assert_body(&sb, &w, "main.test", "the main site");
+
+    // rm alias.test: gone; the sites stay.
+    std::fs::remove_file(&alias).unwrap();
+    assert_status(&sb, &w, "alias.test", 404);
+    assert_status(&sb, &w, "www.alias.test", 404);
+    assert_body(&sb, &w, "other.test", "the other site");
+
+    let log = w.log();
+    let batches: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("reconciled ") && l.contains("domain(s):"))
+        .collect();
+    assert!(batches.len() >= 3, "{log}");
+    assert!(
+        batches.iter().all(|l| l.contains("srv_index=true")),
+        "every batch used the index:\n{}",
+        batches.join("\n")
+    );
+    assert!(!log.contains("list it until the next full resync"), "{log}");
+    assert_eq!(w.stop().code(), Some(0));
 }
 
 #[test]

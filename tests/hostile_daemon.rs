@@ -407,6 +407,7 @@ fn hostile_daemon_keeps_running_and_races_never_leak() {
         only: None,
         force: false,
         dry_run: false,
+        ..Default::default()
     };
     let mut reconciles = 0;
     for _ in 0..25 {

@@ -9,6 +9,7 @@
 //!
 //! The model never writes and never spawns processes.
 
+pub mod srvindex;
 pub mod validate;
 pub mod vhost;
 
@@ -171,11 +172,76 @@ pub fn load(srv: &Path, now: i64) -> anyhow::Result<Model> {
 /// for a batch of dirty domains. /srv's listing is still read (one `getdents` pass) to find
 /// alias symlinks and `www.` directories; other domains' directories are not touched.
 pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> anyhow::Result<Model> {
-    let mut entries = list_srv(srv)?;
+    load_scoped_indexed(srv, only, now, None)
+}
+
+/// [`load_scoped`] with the daemon's index of /srv ([`srvindex`]): a full load builds it
+/// from its own listing; a scoped load takes /srv's entries from it, when there is one,
+/// instead of listing /srv. The model is the same either way.
+pub fn load_scoped_indexed(
+    srv: &Path,
+    only: Option<&BTreeSet<String>>,
+    now: i64,
+    index: Option<&srvindex::Shared>,
+) -> anyhow::Result<Model> {
+    if let (Some(o), Some(shared)) = (only, index) {
+        // The entries this scope can concern and the `www.` names among those the rule may
+        // ask about, taken under the index's lock (held only for this lookup).
+        let found = shared.with(|ix| {
+            ix.entries_for(srv, o).map(|entries| {
+                let www: BTreeSet<String> = entries
+                    .iter()
+                    .filter_map(|(n, _, _)| n.to_str())
+                    .filter_map(|n| validate::domain_name(n).ok())
+                    .map(|n| format!("www.{n}"))
+                    .chain(o.iter().map(|n| format!("www.{n}")))
+                    .filter(|w| ix.has_www(w))
+                    .collect();
+                (entries, www)
+            })
+        });
+        if let Some(Some((entries, www))) = found {
+            return load_entries(srv, only, now, entries, Some(www)).map(|(m, _)| m);
+        }
+    }
+    let entries: Vec<srvindex::Entry> = list_srv(srv)?
+        .into_iter()
+        .map(|(n, t, ino)| (n, t.is_none_or(|t| t.is_symlink()), ino))
+        .collect();
+    let Some(shared) = index.filter(|_| only.is_none()) else {
+        return load_entries(srv, only, now, entries, None).map(|(m, _)| m);
+    };
+    // A full load for the daemon: the index is built from this very listing, unless lstat
+    // disagreed with the listing's inodes (a mount point, an overlay): then there is none.
+    // Built before the load, so that its allocations sit together rather than scattered
+    // among the load's (freed after the reconcile): scattered, they kept pages of the
+    // daemon's heap resident that `malloc_trim` would otherwise give back.
+    shared.clear();
+    let built = safefs::stat(srv, Path::new(""))
+        .ok()
+        .flatten()
+        .map(|st| srvindex::SrvIndex::build((st.dev, st.ino), &entries));
+    let (model, consistent) = load_entries(srv, only, now, entries, None)?;
+    shared.set(built.filter(|_| consistent));
+    Ok(model)
+}
+
+/// The load proper, from /srv's entries (a listing, or the index's). `www`: when the
+/// entries are the index's, the `www.` names that exist among those the rule may ask about.
+/// Also says whether every entry `lstat`ed had the listing's inode on /srv's device.
+fn load_entries(
+    srv: &Path,
+    only: Option<&BTreeSet<String>>,
+    now: i64,
+    mut entries: Vec<srvindex::Entry>,
+    www: Option<BTreeSet<String>>,
+) -> anyhow::Result<(Model, bool)> {
     // One descriptor of /srv for the whole load: each entry is looked at, and each domain
     // directory opened, relative to it (not by opening /srv again per file).
     let srv_dir = safefs::Dir::open_base(srv)
         .map_err(|e| anyhow::anyhow!("failed to open {}: {e}", srv.display()))?;
+    let srv_dev = srv_dir.stat(Path::new("")).ok().flatten().map(|s| s.dev);
+    let mut consistent = srv_dev.is_some();
     if only.is_none() {
         // A full load visits every entry: in name order. A scoped one sorts only what it
         // keeps (sorting 10,000 names was a third of a scoped load).
@@ -199,7 +265,7 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
         None => BTreeSet::new(),
         Some(_) => entries
             .iter()
-            .filter(|(n, t, _)| t.is_none_or(|t| t.is_symlink()) && n.to_str().is_some_and(named))
+            .filter(|(n, l, _)| *l && n.to_str().is_some_and(named))
             .filter_map(|(n, _, _)| {
                 use std::os::unix::fs::MetadataExt;
                 std::fs::metadata(srv.join(n)).ok().map(|m| m.ino())
@@ -207,9 +273,9 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
             .collect(),
     };
     let in_scope = |raw: &str, ino: u64| named(raw) || alias_targets.contains(&ino);
-    for (name, ftype, ino) in &entries {
+    for (name, maybe_link, ino) in &entries {
         let lossy = name.to_string_lossy().into_owned();
-        if lossy.starts_with('.') || lossy == "lost+found" {
+        if !srvindex::looked_at(&lossy) {
             continue;
         }
         let Some(raw) = name.to_str() else {
@@ -218,7 +284,7 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
             }
             continue;
         };
-        let maybe_link = ftype.is_none_or(|t| t.is_symlink());
+        let maybe_link = *maybe_link;
         if !maybe_link && !in_scope(raw, *ino) {
             continue;
         }
@@ -234,6 +300,7 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
                 continue;
             }
         };
+        consistent &= st.ino == *ino && Some(st.dev) == srv_dev;
         match st.kind {
             Kind::Symlink => links.push((raw.to_string(), st)),
             Kind::Dir if in_scope(raw, *ino) => dirs.push((raw.to_string(), name.clone(), st)),
@@ -300,13 +367,14 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
 
     // `with_www` only asks whether `www.<name>` exists: only such entries are converted
     // (an IDN conversion of every /srv entry made a scoped load grow with /srv).
-    let existing: BTreeSet<String> = entries
-        .iter()
-        .filter_map(|(n, _, _)| n.to_str())
-        .filter(|n| n.starts_with("www.") || n.starts_with("WWW.") || !n.is_ascii())
-        .map(|n| validate::domain_name(n).unwrap_or_else(|_| n.to_string()))
-        .filter(|n| n.starts_with("www."))
-        .collect();
+    let existing: BTreeSet<String> = match www {
+        Some(www) => www,
+        None => entries
+            .iter()
+            .filter_map(|(n, _, _)| n.to_str())
+            .filter_map(srvindex::www_key)
+            .collect(),
+    };
     let pending: Vec<(String, String, Stat, Vec<String>)> = pending
         .into_iter()
         .map(|(raw, ascii, st)| {
@@ -329,7 +397,7 @@ pub fn load_scoped(srv: &Path, only: Option<&BTreeSet<String>>, now: i64) -> any
             Err(reason) => model.skip(&raw, reason),
         }
     }
-    Ok(model)
+    Ok((model, consistent))
 }
 
 /// [`load_scoped`] followed by [`Model::load_services`]: everything the pipeline needs,
@@ -340,6 +408,18 @@ pub fn load_with_services(
     now: i64,
 ) -> anyhow::Result<Model> {
     let mut model = load_scoped(&cfg.paths.srv, only, now)?;
+    model.load_services(cfg);
+    Ok(model)
+}
+
+/// [`load_with_services`] with the daemon's index of /srv (see [`load_scoped_indexed`]).
+pub fn load_with_services_indexed(
+    cfg: &crate::config::Config,
+    only: Option<&BTreeSet<String>>,
+    now: i64,
+    index: Option<&srvindex::Shared>,
+) -> anyhow::Result<Model> {
+    let mut model = load_scoped_indexed(&cfg.paths.srv, only, now, index)?;
     model.load_services(cfg);
     Ok(model)
 }

@@ -237,6 +237,7 @@ fn apply(cfg: &Config, config_path: &Path, d: &Domain) -> Result<u8> {
         only: Some([d.name.clone()].into()),
         force: false,
         dry_run: false,
+        ..Request::default()
     };
     let report = reconcile::reconcile(cfg, config_path, &req)?;
     for (dom, w) in &report.warnings {
