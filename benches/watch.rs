@@ -302,14 +302,23 @@ fn reconcile_one(n: usize, runs: usize, indexed: bool) {
 // ---------------------------------------------------------------------------------------
 
 /// (utime + stime in clock ticks, context switches) summed over every thread of `pid`.
+/// CPU ticks (utime + stime) and context switches of the whole process.
 fn cpu_and_switches(pid: u32) -> (u64, u64) {
-    let mut ticks = 0;
-    let mut switches = 0;
+    per_thread(pid)
+        .values()
+        .fold((0, 0), |(t, s), (t1, s1)| (t + t1, s + s1))
+}
+
+/// Per thread (`tid name`): CPU ticks (utime + stime) and context switches.
+fn per_thread(pid: u32) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return (0, 0);
+        return out;
     };
     for t in tasks.flatten() {
         let dir = t.path();
+        let mut ticks = 0;
+        let mut switches = 0;
         if let Ok(stat) = fs::read_to_string(dir.join("stat"))
             && let Some((_, rest)) = stat.rsplit_once(')')
         {
@@ -330,8 +339,13 @@ fn cpu_and_switches(pid: u32) -> (u64, u64) {
                 }
             }
         }
+        let name = fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        out.insert(
+            format!("{} {}", t.file_name().to_string_lossy(), name.trim()),
+            (ticks, switches),
+        );
     }
-    (ticks, switches)
+    out
 }
 
 fn status_kb(pid: u32, key: &str) -> u64 {
@@ -343,9 +357,24 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `config/ssl-provider` = `false`: the certificate maintainer checks the site and has nothing
+/// to do (no CA here; without it every site would fail its order and be retried on the
+/// backoff schedule, 1, 10 and 100 min later, which is scheduled work, not idleness).
+fn no_certificates(srv: &Path, name: &str) {
+    let config = srv.join(name).join("config");
+    fs::create_dir_all(&config).expect("mkdir config");
+    fs::write(config.join("ssl-provider"), "false\n").expect("ssl-provider");
+    for p in [config.clone(), config.join("ssl-provider")] {
+        chown(&p, Some(OWNER), Some(OWNER)).expect("chown");
+    }
+}
+
 fn daemon(n: usize, idle: Duration) {
     let t0 = Instant::now();
     let sb = world(n);
+    for i in 0..n {
+        no_certificates(sb.srv(), &format!("d{i}.test"));
+    }
     println!("daemon: generated {n} domains in {}", ms(t0.elapsed()));
     let w = Watch::start(sb.config_path(), sb.root().join("watch.log"));
     let ready = w.wait_ready(Duration::from_secs(600));
@@ -377,6 +406,7 @@ fn daemon(n: usize, idle: Duration) {
         let name = format!("late{i}.test");
         let t0 = Instant::now();
         make_site(sb.srv(), &name);
+        no_certificates(sb.srv(), &name);
         let link = enabled.join(format!("{name}.conf"));
         while fs::symlink_metadata(&link).is_err() {
             assert!(t0.elapsed() < Duration::from_secs(60), "{}", w.log());
@@ -392,11 +422,43 @@ fn daemon(n: usize, idle: Duration) {
         status_kb(pid, "VmRSS:")
     );
 
+    // Two more start-up passes over every domain, each a resync of its own: the certificate
+    // maintainer's (0-60 s after start) and the statistics catch-up check (60 s after
+    // start). Wait for both, and for their memory to be given back.
+    let t1 = Instant::now();
+    for line in ["certificate pass done", "statistics: start-up check done"] {
+        while !w.log().contains(line) {
+            assert!(t1.elapsed() < Duration::from_secs(300), "{}", w.log());
+            sleep(Duration::from_millis(100));
+        }
+    }
+    println!(
+        "daemon: {n} domains: start-up certificate pass and statistics check done after {}; RSS now {} KiB",
+        ms(t1.elapsed()),
+        status_kb(pid, "VmRSS:")
+    );
     // Idle: let the last batch and its trailing events settle, then watch the counters.
     sleep(Duration::from_secs(2));
+    let threads0 = per_thread(pid);
+    let log0 = w.log().len();
     let (cpu0, sw0) = cpu_and_switches(pid);
     sleep(idle);
     let (cpu1, sw1) = cpu_and_switches(pid);
+    // What the daemon said while idle (it should say nothing).
+    for line in w.log().get(log0..).unwrap_or("").lines().take(20) {
+        println!("daemon: idle: log: {line}");
+    }
+    // Which thread woke, if any did.
+    for (thread, (t1, s1)) in per_thread(pid) {
+        let (t0, s0) = threads0.get(&thread).copied().unwrap_or((0, 0));
+        if (t1, s1) != (t0, s0) {
+            println!(
+                "daemon: idle: thread {thread}: CPU +{} ticks, context switches +{}",
+                t1 - t0,
+                s1 - s0
+            );
+        }
+    }
     println!(
         "daemon: idle {}s with {n} domains: CPU {} -> {} ticks (+{}), context switches {} -> {} (+{}), threads {}",
         idle.as_secs(),

@@ -331,16 +331,7 @@ fn make_tree(cfg: &Config, tx: &Sender<Msg>) -> Tree {
 /// Batches at least this big are followed by [`release_memory`].
 const BIG_BATCH: usize = 100;
 
-/// Hands the memory a big reconcile freed back to the kernel. glibc keeps freed heap pages
-/// otherwise, and a full resync of 10,000 domains would leave the idle daemon holding the
-/// peak (about 100 MB) for good.
-fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers; it only returns free pages of glibc's own heap.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
+use crate::model::release_memory;
 
 fn new_batch(cfg: &Config) -> Batch<String> {
     Batch::new(

@@ -855,6 +855,17 @@ fn maintainer_loop(cfg: &Config, config_path: &Path, rx: &mpsc::Receiver<Msg>, s
                 if !changed.is_empty() {
                     tracing::info!(domains = ?changed, "new certificates are live");
                 }
+                if full {
+                    let count = |a: Action| report.domains.iter().filter(|o| o.action == a).count();
+                    tracing::info!(
+                        domains = report.domains.len(),
+                        new = changed.len(),
+                        failed = count(Action::Failed),
+                        backing_off = count(Action::BackingOff),
+                        "certificate pass done; the next in {} h",
+                        (next_full - reconcile::now()).max(0) / 3_600
+                    );
+                }
                 if !stop.load(Ordering::Relaxed) {
                     publish_dns(cfg, only.as_ref());
                 }
@@ -868,6 +879,10 @@ fn maintainer_loop(cfg: &Config, config_path: &Path, rx: &mpsc::Receiver<Msg>, s
                     }
                 }
             }
+        }
+        if full {
+            // A pass over every domain loaded the whole model: give its memory back.
+            crate::model::release_memory();
         }
     }
 }

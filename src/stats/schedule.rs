@@ -94,6 +94,13 @@ fn missing_reports(cfg: &Config) {
     {
         tracing::error!("statistics: {e:#}");
     }
+    tracing::info!(
+        missing = missing.len(),
+        "statistics: start-up check done (reports made for domains that had none)"
+    );
+    drop(model);
+    // The check loaded every domain: give that memory back.
+    crate::model::release_memory();
 }
 
 fn state_file(cfg: &Config, name: &str) -> std::path::PathBuf {
