@@ -308,7 +308,7 @@ struct Daemon {
     srv_index: SrvIndexCell,
 }
 
-/// Starts notify's inotify watcher, sending every non-access event to the loop. Without
+/// Starts dirhost's inotify watcher (`kernelwatch`), sending every non-access event to the loop. Without
 /// inotify (say `fs.inotify.max_user_instances` is exhausted) the tree says it is limited
 /// and the loop scans periodically instead.
 fn make_tree(cfg: &Config, tx: &Sender<Msg>) -> Tree {
@@ -322,7 +322,7 @@ fn make_tree(cfg: &Config, tx: &Sender<Msg>) -> Tree {
         }
         let _ = tx.send(Msg::Fs(res));
     };
-    match <notify::INotifyWatcher as notify::Watcher>::new(handler, notify::Config::default()) {
+    match crate::kernelwatch::Watcher::new(handler) {
         Ok(w) => Tree::new(&cfg.paths.srv, Box::new(w), cfg.watch.max_watches),
         Err(e) => Tree::without_inotify(&cfg.paths.srv, e.to_string()),
     }

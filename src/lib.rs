@@ -15,6 +15,7 @@ pub mod dns;
 pub mod doctor;
 pub mod fuzzing;
 pub mod hooks;
+pub mod kernelwatch;
 pub mod lockfile;
 pub mod logwriter;
 pub mod mail;
