@@ -426,6 +426,7 @@ fn daemon(n: usize, idle: Duration) {
     // maintainer's (0-60 s after start) and the statistics catch-up check (60 s after
     // start). Wait for both, and for their memory to be given back.
     let t1 = Instant::now();
+    let threads_before = per_thread(pid);
     for line in ["certificate pass done", "statistics: start-up check done"] {
         while !w.log().contains(line) {
             assert!(t1.elapsed() < Duration::from_secs(300), "{}", w.log());
@@ -437,6 +438,15 @@ fn daemon(n: usize, idle: Duration) {
         ms(t1.elapsed()),
         status_kb(pid, "VmRSS:")
     );
+    // The watcher thread should not wake for the passes' own reads (no IN_OPEN watched).
+    for (thread, (t1, s1)) in per_thread(pid) {
+        let (t0, s0) = threads_before.get(&thread).copied().unwrap_or((0, 0));
+        println!(
+            "daemon: start-up passes: thread {thread}: CPU +{} ticks, context switches +{}",
+            t1 - t0,
+            s1 - s0
+        );
+    }
     // Idle: let the last batch and its trailing events settle, then watch the counters.
     sleep(Duration::from_secs(2));
     let threads0 = per_thread(pid);
