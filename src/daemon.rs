@@ -55,7 +55,7 @@ const FALLBACK_SCAN: Duration = Duration::from_secs(5);
 
 /// What wakes the loop.
 enum Msg {
-    /// From notify's thread (access events are already dropped there).
+    /// From the watcher's thread (`kernelwatch`) (access events are already dropped there).
     Fs(notify::Result<notify::Event>),
     /// From the signal thread.
     Signal(Signal),
@@ -73,7 +73,7 @@ pub fn run_until_signal(cfg: &Config, config_path: &Path) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Signals: blocked in this thread (and so in every thread started after it, notify's
+// Signals: blocked in this thread (and so in every thread started after it, the watcher's
 // included) and received by one thread with sigwait(2), which forwards them to the loop. No
 // code runs in signal context. Children do not inherit the mask: std resets it before exec.
 

@@ -218,7 +218,7 @@ impl Tree {
     }
 
     /// What `ev` means: the /srv entries it concerns and whether everything needs a rescan.
-    /// Watches on directories that were removed or renamed are forgotten here (notify drops
+    /// Watches on directories that were removed or renamed are forgotten here (the watcher drops
     /// them itself); [`Tree::refresh`] of the returned entries puts back what still exists.
     pub fn note(&mut self, ev: &notify::Event) -> Noted {
         let mut out = Noted {
