@@ -97,34 +97,12 @@ pub enum AddError {
     Other(String),
 }
 
-/// Where watches are placed: the real inotify watcher, or a stand-in in tests.
+/// Where watches are placed: the real inotify watcher (`kernelwatch`), or a stand-in in tests.
 pub trait Backend: Send {
     /// Adds a non-recursive watch on `path`.
     fn watch(&mut self, path: &Path) -> Result<(), AddError>;
     /// Removes the watch on `path`, if there is one.
     fn unwatch(&mut self, path: &Path);
-}
-
-impl Backend for notify::INotifyWatcher {
-    fn watch(&mut self, path: &Path) -> Result<(), AddError> {
-        use notify::{ErrorKind, RecursiveMode, Watcher};
-        Watcher::watch(self, path, RecursiveMode::NonRecursive).map_err(|e| match &e.kind {
-            ErrorKind::MaxFilesWatch => AddError::Limit,
-            ErrorKind::PathNotFound => AddError::Gone,
-            ErrorKind::Io(io) => match io.raw_os_error() {
-                Some(libc::ENOSPC) => AddError::Limit,
-                Some(libc::ENOENT | libc::ENOTDIR) => AddError::Gone,
-                _ => AddError::Other(e.to_string()),
-            },
-            _ => AddError::Other(e.to_string()),
-        })
-    }
-
-    fn unwatch(&mut self, path: &Path) {
-        // Already gone is fine: notify drops a watch itself when its directory is deleted or
-        // moved away.
-        let _ = notify::Watcher::unwatch(self, path);
-    }
 }
 
 /// No inotify at all (the instance could not be created): every add fails as a limit, so

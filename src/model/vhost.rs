@@ -100,8 +100,31 @@ pub fn webmail_only(cfg: &Config, model: &Model) -> BTreeSet<String> {
     if !crate::webmail::enabled(cfg) || model.domains.values().all(|d| d.web) {
         return BTreeSet::new();
     }
-    let mut m = model.clone();
-    m.domains.retain(|_, d| !d.web);
+    // Only the domains without a website, and only their facts: not a copy of every site
+    // (with its certificate material) to throw most of it away.
+    let keep = |name: &String| model.domains.get(name).is_some_and(|d| !d.web);
+    let mut m = Model {
+        domains: model
+            .domains
+            .iter()
+            .filter(|(n, _)| keep(n))
+            .map(|(n, d)| (n.clone(), d.clone()))
+            .collect(),
+        skipped: Vec::new(),
+        services: None,
+        config_files: model
+            .config_files
+            .iter()
+            .filter(|(n, _)| keep(n))
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect(),
+        symlink_aliases: model
+            .symlink_aliases
+            .iter()
+            .filter(|(n, _)| keep(n))
+            .map(|(n, a)| (n.clone(), a.clone()))
+            .collect(),
+    };
     m.load_services(cfg);
     m.domains
         .keys()
